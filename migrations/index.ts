@@ -1,0 +1,10 @@
+import type { Migration } from 'kysely/migration';
+import * as m0001 from './0001_foundation.ts';
+
+/**
+ * Every migration, by name. Listed statically (not read from the folder at run time) so the same list
+ * loads under Node's type stripping, under jest, and from any working directory.
+ */
+export const migrations: Record<string, Migration> = {
+  '0001_foundation': m0001,
+};

@@ -1,0 +1,61 @@
+import { parseArgs } from 'node:util';
+import { z } from 'zod';
+
+/**
+ * Settings come from CLI flags first, then environment variables, then defaults. They are validated once, at
+ * start, so a typo in a port or an issuer stops the process with a message instead of a half-working IdP.
+ */
+const Settings = z.object({
+  port: z.coerce.number().int().min(0).max(65535),
+  host: z.string().min(1),
+  /** unset: `http://localhost:{port}`, with the port actually bound (so port 0 works in tests) */
+  issuer: z.url({ protocol: /^https?$/ }).refine((u) => !u.endsWith('/'), 'must not end with a slash')
+    .refine((u) => !/[?#]/.test(u), 'must not contain a query or fragment').optional(),
+  database: z.string().min(1),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+  cookieKeys: z.array(z.string().min(16, 'each cookie key needs at least 16 characters')).optional(),
+  production: z.boolean(),
+  seedOnEmpty: z.boolean(),
+});
+
+export type Config = z.infer<typeof Settings>;
+
+const flags = {
+  port: { type: 'string' },
+  host: { type: 'string' },
+  issuer: { type: 'string' },
+  database: { type: 'string' },
+  'log-level': { type: 'string' },
+  'cookie-keys': { type: 'string' },
+  production: { type: 'boolean' },
+  'no-seed': { type: 'boolean' },
+} as const;
+
+export class ConfigError extends Error {}
+
+export function loadConfig(
+  argv: string[] = process.argv.slice(2),
+  env: NodeJS.ProcessEnv = process.env,
+  overrides: Partial<Config> = {},
+): Config {
+  const { values } = parseArgs({ args: argv, options: flags, strict: true, allowPositionals: true });
+  const port = values.port ?? env.PORT ?? '3000';
+  const cookieKeys = values['cookie-keys'] ?? env.COOKIE_KEYS;
+  const raw = {
+    port,
+    host: values.host ?? env.HOST ?? '0.0.0.0',
+    issuer: values.issuer ?? env.ISSUER,
+    database: values.database ?? env.DATABASE ?? './data/idjag.db',
+    logLevel: values['log-level'] ?? env.LOG_LEVEL ?? 'info',
+    cookieKeys: cookieKeys ? cookieKeys.split(',').map((k) => k.trim()).filter(Boolean) : undefined,
+    production: values.production ?? env.NODE_ENV === 'production',
+    seedOnEmpty: !(values['no-seed'] ?? env.IDJAG_NO_SEED === '1'),
+    ...overrides,
+  };
+  const parsed = Settings.safeParse(raw);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
+    throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
+  }
+  return parsed.data;
+}

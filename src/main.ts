@@ -1,0 +1,227 @@
+import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import Koa, { type Context, type Next } from 'koa';
+import { pino, type Logger } from 'pino';
+import { sql } from 'kysely';
+import { seedIfEmpty } from '../seed/index.ts';
+import { ConfigError, loadConfig, type Config } from './config/index.ts';
+import { migrateToLatest, openDatabase, type Database } from './db/index.ts';
+import { deleteExpiredPayloads } from './oidc/adapter.ts';
+import { ProviderHost } from './oidc/host.ts';
+import { interactionRoutes } from './oidc/interactions.ts';
+import { ensureSigningKeys, purgeExpiredKeys } from './oidc/keys.ts';
+import { storedCookieKeys } from './web/settings.ts';
+import { loadViews } from './web/views.ts';
+
+const ASSETS = join(dirname(fileURLToPath(import.meta.url)), '..', 'views', 'assets');
+const KEY_REFRESH_MS = 30_000;
+const CLEANUP_MS = 10 * 60_000;
+const SHUTDOWN_GRACE_MS = 10_000;
+
+export interface Idjag {
+  config: Config;
+  issuer: string;
+  url: string;
+  server: Server;
+  database: Database;
+  host: ProviderHost;
+  log: Logger;
+  seeded: boolean;
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  log?: Logger;
+}
+
+/**
+ * Composition: open and migrate the database, make sure keys exist, seed an empty database, build the
+ * provider and the koa app around it, and listen. The socket is bound before the provider is built so the
+ * issuer can name the port actually bound.
+ */
+export async function startIdjag(config: Config, options: StartOptions = {}): Promise<Idjag> {
+  const log = options.log ?? pino({ level: config.logLevel, redact: ['req.headers.authorization', 'req.headers.cookie'] });
+  const server = createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config.port, config.host, () => resolve());
+  });
+  const { port } = server.address() as AddressInfo;
+  const issuer = config.issuer ?? `http://localhost:${port}`;
+
+  const database = openDatabase(config.database);
+  const { db } = database;
+  try {
+    const { applied } = await migrateToLatest(db);
+    if (applied.length) log.info({ applied }, 'migrations applied');
+    const createdKeys = await ensureSigningKeys(db);
+    if (createdKeys.length) log.info({ kids: createdKeys }, 'signing keys generated');
+    const seeded = config.seedOnEmpty ? await seedIfEmpty(db, issuer) : false;
+    if (seeded) log.info('empty database seeded from seed/seed.json');
+    const cookieKeys = config.cookieKeys ?? (await storedCookieKeys(db));
+    const render = loadViews();
+    const secure = issuer.startsWith('https:');
+
+    const host = await ProviderHost.create({ db, issuer, cookieKeys, render, log, secure });
+    const app = new Koa({ keys: cookieKeys, proxy: secure && config.production });
+    app.silent = true;
+    app.use(requestLog(log));
+    app.use(lastResort(log));
+    app.use(async (ctx, next) => {
+      if (ctx.path === '/healthz' && ctx.method === 'GET') return health(ctx, database);
+      if (ctx.path.startsWith('/assets/') && ctx.method === 'GET') return asset(ctx);
+      return next();
+    });
+    const interactions = interactionRoutes({ db, render, log, provider: () => host.provider });
+    app.use(interactions.routes()).use(interactions.allowedMethods());
+    app.use(host.middleware);
+    server.on('request', app.callback());
+
+    const timers = [
+      setInterval(() => host.refreshKeys().then((changed) => changed && log.info({ keys: host.keys.fingerprint }, 'signing keys reloaded'),
+        (err) => log.error({ err }, 'key refresh failed')), KEY_REFRESH_MS),
+      setInterval(() => cleanup(database, log), CLEANUP_MS),
+    ];
+    timers.forEach((t) => t.unref());
+    await cleanup(database, log);
+
+    let closing: Promise<void> | undefined;
+    const close = () => closing ??= (async () => {
+      timers.forEach(clearInterval);
+      // Stop accepting, let in-flight requests finish, then cut whatever is still open after the grace period.
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      const force = setTimeout(() => server.closeAllConnections(), SHUTDOWN_GRACE_MS);
+      await closed;
+      clearTimeout(force);
+      await database.close();
+    })();
+
+    return { config, issuer, url: `http://127.0.0.1:${port}`, server, database, host, log, seeded, close };
+  } catch (err) {
+    server.close();
+    await database.close();
+    throw err;
+  }
+}
+
+function requestLog(log: Logger) {
+  return async (ctx: Context, next: Next) => {
+    const started = performance.now();
+    const incoming = ctx.get('x-request-id');
+    const id = /^[A-Za-z0-9._-]{1,100}$/.test(incoming) ? incoming : randomUUID();
+    ctx.state.requestId = id;
+    ctx.set('X-Request-Id', id);
+    try {
+      await next();
+    } finally {
+      // The path only: query strings can carry codes and tokens.
+      log.info({ reqId: id, method: ctx.method, path: ctx.path, status: ctx.status, ms: Math.round(performance.now() - started) }, 'request');
+    }
+  };
+}
+
+/** Whatever escapes every other handler becomes a plain 500, logged, with no stack trace on the wire. */
+function lastResort(log: Logger) {
+  return async (ctx: Context, next: Next) => {
+    try {
+      await next();
+    } catch (err) {
+      const e = err as { status?: number; expose?: boolean; message?: string };
+      if (e.status && e.status < 500 && e.expose) {
+        ctx.status = e.status;
+        ctx.body = { error: 'invalid_request', error_description: e.message };
+        return;
+      }
+      log.error({ err, reqId: ctx.state.requestId }, 'unhandled error');
+      ctx.status = 500;
+      ctx.body = { error: 'server_error', error_description: 'an unexpected error occurred; it has been logged' };
+    }
+  };
+}
+
+async function health(ctx: Context, database: Database) {
+  ctx.set('Cache-Control', 'no-store');
+  try {
+    await sql`select 1`.execute(database.db);
+    ctx.body = { status: 'ok', database: 'ok' };
+  } catch {
+    ctx.status = 503;
+    ctx.body = { status: 'unavailable', database: 'unreachable' };
+  }
+}
+
+const ASSET_TYPES: Record<string, string> = { css: 'text/css; charset=utf-8', js: 'text/javascript; charset=utf-8', svg: 'image/svg+xml' };
+function asset(ctx: Context) {
+  const name = ctx.path.slice('/assets/'.length);
+  const type = ASSET_TYPES[name.split('.').pop() ?? ''];
+  if (!/^[a-z0-9-]+\.[a-z]+$/.test(name) || !type) return void (ctx.status = 404);
+  try {
+    ctx.body = readFileSync(join(ASSETS, name));
+    ctx.type = type;
+    ctx.set('Cache-Control', 'public, max-age=3600');
+  } catch {
+    ctx.status = 404;
+  }
+}
+
+async function cleanup(database: Database, log: Logger) {
+  try {
+    const payloads = await deleteExpiredPayloads(database.db);
+    const keys = await purgeExpiredKeys(database.db);
+    if (payloads || keys) log.debug({ payloads, keys }, 'expired rows deleted');
+  } catch (err) {
+    log.error({ err }, 'cleanup failed');
+  }
+}
+
+function banner(idjag: Idjag): string {
+  return [
+    '',
+    `idjag is running at ${idjag.issuer}`,
+    `  discovery   ${idjag.issuer}/.well-known/openid-configuration`,
+    `  jwks        ${idjag.issuer}/jwks`,
+    `  health      ${idjag.issuer}/healthz`,
+    `  database    ${idjag.config.database}`,
+    ...(idjag.config.production ? [] : [
+      '  seeded logins (development data, see seed/seed.json):',
+      '    alice / alice   (group engineering)',
+      '    bob   / bob     (group sales)',
+      '    admin / admin   (group admins)',
+      '    client demo-agent / demo-agent-secret  (confidential, first-party, may use token exchange)',
+    ]),
+    '',
+  ].join('\n');
+}
+
+async function main() {
+  let config: Config;
+  try {
+    config = loadConfig();
+  } catch (err) {
+    console.error(err instanceof ConfigError ? err.message : err);
+    process.exit(2);
+  }
+  const idjag = await startIdjag(config);
+  process.stdout.write(banner(idjag));
+  const stop = (signal: string) => {
+    idjag.log.info({ signal }, 'shutting down');
+    idjag.close().then(() => process.exit(0), (err) => {
+      idjag.log.error({ err }, 'shutdown failed');
+      process.exit(1);
+    });
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+}
+
+if (import.meta.main) {
+  main().catch((err) => {
+    console.error('idjag failed to start:', err instanceof Error ? err.message : err);
+    process.exit(1);
+  });
+}

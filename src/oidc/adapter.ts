@@ -1,0 +1,101 @@
+import type { Adapter, AdapterPayload } from 'oidc-provider';
+import { now, type DB } from '../db/index.ts';
+
+/**
+ * oidc-provider's storage for every model it persists (sessions, interactions, grants, codes, tokens, replay
+ * detection), in one table keyed by (model, id). Clients are the exception: they are read from the
+ * `clients` table the admin keeps, and the provider never writes them.
+ */
+export function adapterFactory(db: DB) {
+  return (model: string): Adapter => (model === 'Client' ? new ClientAdapter(db) : new PayloadAdapter(db, model));
+}
+
+class PayloadAdapter implements Adapter {
+  readonly #db: DB;
+  readonly #model: string;
+
+  constructor(db: DB, model: string) {
+    this.#db = db;
+    this.#model = model;
+  }
+
+  async upsert(id: string, payload: AdapterPayload, expiresIn: number): Promise<void> {
+    const row = {
+      payload: JSON.stringify(payload),
+      grant_id: payload.grantId ?? null,
+      user_code: payload.userCode ?? null,
+      uid: payload.uid ?? null,
+      expires_at: expiresIn ? now() + expiresIn : null,
+    };
+    await this.#db.insertInto('oidc_payloads').values({ model: this.#model, id, consumed_at: null, ...row })
+      .onConflict((oc) => oc.columns(['model', 'id']).doUpdateSet(row)).execute();
+  }
+
+  async find(id: string): Promise<AdapterPayload | undefined> {
+    return this.#findBy('id', id);
+  }
+
+  async findByUid(uid: string): Promise<AdapterPayload | undefined> {
+    return this.#findBy('uid', uid);
+  }
+
+  async findByUserCode(userCode: string): Promise<AdapterPayload | undefined> {
+    return this.#findBy('user_code', userCode);
+  }
+
+  async #findBy(column: 'id' | 'uid' | 'user_code', value: string): Promise<AdapterPayload | undefined> {
+    const row = await this.#db.selectFrom('oidc_payloads').select(['payload', 'expires_at', 'consumed_at'])
+      .where('model', '=', this.#model).where(column, '=', value).executeTakeFirst();
+    if (!row || (row.expires_at !== null && row.expires_at <= now())) return undefined;
+    const payload = JSON.parse(row.payload) as AdapterPayload;
+    return row.consumed_at === null ? payload : { ...payload, consumed: row.consumed_at };
+  }
+
+  async consume(id: string): Promise<void> {
+    await this.#db.updateTable('oidc_payloads').set({ consumed_at: now() })
+      .where('model', '=', this.#model).where('id', '=', id).execute();
+  }
+
+  async destroy(id: string): Promise<void> {
+    await this.#db.deleteFrom('oidc_payloads').where('model', '=', this.#model).where('id', '=', id).execute();
+  }
+
+  async revokeByGrantId(grantId: string): Promise<void> {
+    await this.#db.deleteFrom('oidc_payloads').where('grant_id', '=', grantId).execute();
+  }
+}
+
+class ClientAdapter implements Adapter {
+  readonly #db: DB;
+
+  constructor(db: DB) {
+    this.#db = db;
+  }
+
+  /** The stored secret hash stands in for `client_secret`; the provider compares through compareClientSecret. */
+  async find(id: string): Promise<AdapterPayload | undefined> {
+    const row = await this.#db.selectFrom('clients').select(['metadata', 'secret_hash'])
+      .where('client_id', '=', id).where('disabled', '=', 0).executeTakeFirst();
+    if (!row) return undefined;
+    return { ...JSON.parse(row.metadata), client_id: id, ...(row.secret_hash ? { client_secret: row.secret_hash } : {}) };
+  }
+
+  async upsert(): Promise<void> {
+    throw new Error('clients are kept in the clients table by the admin, not by the provider');
+  }
+
+  async destroy(): Promise<void> {
+    throw new Error('clients are kept in the clients table by the admin, not by the provider');
+  }
+
+  async consume(): Promise<void> {}
+  async findByUid(): Promise<undefined> { return undefined; }
+  async findByUserCode(): Promise<undefined> { return undefined; }
+  async revokeByGrantId(): Promise<void> {}
+}
+
+/** Expired rows are useless to the provider (find ignores them); delete them so the table stays small. */
+export async function deleteExpiredPayloads(db: DB, at = now()): Promise<number> {
+  const res = await db.deleteFrom('oidc_payloads').where('expires_at', '<=', at).executeTakeFirst();
+  return Number(res.numDeletedRows);
+}

@@ -1,0 +1,166 @@
+import { bodyParser } from '@koa/bodyparser';
+import Router from '@koa/router';
+import type { Context, Next } from 'koa';
+import type Provider from 'oidc-provider';
+import type { InteractionResults } from 'oidc-provider';
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import type { DB } from '../db/index.ts';
+import { csrfToken, requireCsrf } from '../web/csrf.ts';
+import type { Render } from '../web/views.ts';
+import { authenticate } from './accounts.ts';
+
+export interface InteractionDeps {
+  db: DB;
+  render: Render;
+  log: Logger;
+  /** the current provider (it is rebuilt on key rotation) */
+  provider: () => Provider;
+}
+
+const LoginForm = z.object({
+  username: z.string().trim().min(1, 'Enter your username.').max(200),
+  password: z.string().min(1, 'Enter your password.').max(1024),
+});
+
+type Details = Awaited<ReturnType<Provider['interactionDetails']>>;
+
+/**
+ * The login and consent pages the provider sends the browser to. Forms are parsed here and only here: the
+ * provider's own routes get no body parser in front of them.
+ */
+export function interactionRoutes(deps: InteractionDeps): Router {
+  const { render, db, log } = deps;
+  const router = new Router({ prefix: '/interaction' });
+  const forms = bodyParser({ enableTypes: ['form'], formLimit: '16kb' });
+  const csrf = requireCsrf((ctx) => {
+    ctx.status = 403;
+    ctx.type = 'html';
+    ctx.body = render('error', {
+      title: 'Form expired',
+      error: 'invalid_request',
+      description: 'This form was missing its security token or it had expired. Go back, reload the page and try again.',
+    });
+  });
+
+  router.use(async (ctx: Context, next: Next) => {
+    try {
+      await next();
+    } catch (err) {
+      const e = err as { name?: string; status?: number; expose?: boolean; error_description?: string; message?: string };
+      const status = e.expose && e.status && e.status < 500 ? e.status : 500;
+      if (status >= 500) log.error({ err }, 'interaction failed');
+      ctx.status = status;
+      ctx.type = 'html';
+      ctx.body = render('error', {
+        title: 'Sign-in could not continue',
+        error: e.name === 'SessionNotFound' ? 'session_not_found' : (status >= 500 ? 'server_error' : e.message),
+        description: e.name === 'SessionNotFound'
+          ? 'Your sign-in request expired or its cookie is missing or invalid. Return to the application and start again.'
+          : (status >= 500 ? 'An unexpected error occurred. It has been logged.' : e.error_description),
+      });
+    }
+  });
+
+  const details = async (ctx: Context): Promise<Details> => {
+    const d = await deps.provider().interactionDetails(ctx.req, ctx.res);
+    if (d.uid !== ctx.params.uid) ctx.throw(400, 'interaction mismatch', { expose: true, error_description: 'This sign-in page belongs to another request. Return to the application and start again.' });
+    return d;
+  };
+
+  const finish = async (ctx: Context, result: InteractionResults, merge: boolean) => {
+    const to = await deps.provider().interactionResult(ctx.req, ctx.res, result, { mergeWithLastSubmission: merge });
+    ctx.status = 303;
+    ctx.redirect(to);
+  };
+
+  const clientView = async (clientId: string) => {
+    const client = await deps.provider().Client.find(clientId);
+    const row = await db.selectFrom('clients').select('first_party').where('client_id', '=', clientId).executeTakeFirst();
+    return { name: client?.clientName ?? clientId, firstParty: Boolean(row?.first_party) };
+  };
+
+  const showLogin = (ctx: Context, d: Details, client: { name: string }, extra: Record<string, unknown> = {}) => {
+    ctx.type = 'html';
+    ctx.body = render('login', {
+      title: 'Sign in',
+      uid: d.uid,
+      csrf: csrfToken(ctx),
+      clientName: client.name,
+      username: d.params.login_hint,
+      ...extra,
+    });
+  };
+
+  router.get('/:uid', async (ctx) => {
+    const d = await details(ctx);
+    const client = await clientView(String(d.params.client_id));
+    if (d.prompt.name === 'login') return showLogin(ctx, d, client);
+    if (d.prompt.name === 'consent') {
+      // First-party clients are the enterprise's own: the admin consented for its users.
+      if (client.firstParty) return finish(ctx, { consent: { grantId: await grantConsent(deps.provider(), d) } }, true);
+      const pd = d.prompt.details as { missingOIDCScope?: string[]; missingOIDCClaims?: string[]; missingResourceScopes?: Record<string, string[]> };
+      ctx.type = 'html';
+      ctx.body = render('consent', {
+        title: 'Allow access',
+        uid: d.uid,
+        csrf: csrfToken(ctx),
+        clientName: client.name,
+        scopes: (pd.missingOIDCScope ?? []).filter((s) => s !== 'openid'),
+        claims: pd.missingOIDCClaims ?? [],
+        resources: Object.entries(pd.missingResourceScopes ?? {}).map(([resource, scopes]) => ({ resource, scopes })),
+        offline: (pd.missingOIDCScope ?? []).includes('offline_access'),
+      });
+      return;
+    }
+    ctx.throw(400, 'unsupported prompt', { expose: true, error_description: `This IdP cannot complete the "${d.prompt.name}" step.` });
+  });
+
+  router.post('/:uid/login', forms, csrf, async (ctx) => {
+    const d = await details(ctx);
+    if (d.prompt.name !== 'login') ctx.throw(400, 'not a login step', { expose: true, error_description: 'This request is past the sign-in step. Return to the application and start again.' });
+    const client = await clientView(String(d.params.client_id));
+    const form = LoginForm.safeParse(ctx.request.body ?? {});
+    if (!form.success) {
+      ctx.status = 400;
+      return showLogin(ctx, d, client, { error: form.error.issues[0]?.message, username: (ctx.request.body as Record<string, unknown>)?.username });
+    }
+    const result = await authenticate(db, form.data.username, form.data.password);
+    if (!result.ok) {
+      log.info({ event: 'login.failed', reason: result.reason, username: form.data.username, ip: ctx.ip }, 'login failed');
+      ctx.status = 401;
+      return showLogin(ctx, d, client, {
+        username: form.data.username,
+        error: result.reason === 'disabled' ? 'This account is disabled. Contact your administrator.' : 'Wrong username or password.',
+      });
+    }
+    log.info({ event: 'login.succeeded', sub: result.user.sub, username: result.user.username, ip: ctx.ip }, 'login succeeded');
+    return finish(ctx, { login: { accountId: result.user.sub, amr: ['pwd'], remember: true } }, false);
+  });
+
+  router.post('/:uid/confirm', forms, csrf, async (ctx) => {
+    const d = await details(ctx);
+    if (d.prompt.name !== 'consent') ctx.throw(400, 'not a consent step', { expose: true, error_description: 'This request is not waiting for consent. Return to the application and start again.' });
+    return finish(ctx, { consent: { grantId: await grantConsent(deps.provider(), d) } }, true);
+  });
+
+  router.post('/:uid/abort', forms, csrf, async (ctx) => {
+    await details(ctx);
+    return finish(ctx, { error: 'access_denied', error_description: 'The user denied the request.' }, false);
+  });
+
+  return router;
+}
+
+/** Grants what the consent prompt found missing, on the existing grant when there is one. */
+async function grantConsent(provider: Provider, d: Details): Promise<string> {
+  const accountId = d.session?.accountId;
+  if (!accountId) throw Object.assign(new Error('no session'), { name: 'SessionNotFound', status: 400, expose: true });
+  const grant = (d.grantId ? await provider.Grant.find(d.grantId) : undefined)
+    ?? new provider.Grant({ accountId, clientId: String(d.params.client_id) });
+  const pd = d.prompt.details as { missingOIDCScope?: string[]; missingOIDCClaims?: string[]; missingResourceScopes?: Record<string, string[]> };
+  if (pd.missingOIDCScope) grant.addOIDCScope(pd.missingOIDCScope.join(' '));
+  if (pd.missingOIDCClaims) grant.addOIDCClaims(pd.missingOIDCClaims);
+  for (const [indicator, scopes] of Object.entries(pd.missingResourceScopes ?? {})) grant.addResourceScope(indicator, scopes.join(' '));
+  return grant.save();
+}

@@ -1,0 +1,115 @@
+import Provider, { type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import type { Logger } from 'pino';
+import type { DB } from '../db/index.ts';
+import type { Render } from '../web/views.ts';
+import { accountFinder } from './accounts.ts';
+import { adapterFactory } from './adapter.ts';
+import type { KeySet } from './keys.ts';
+import { VerifiedSecretCache } from './secrets.ts';
+
+export interface ProviderDeps {
+  db: DB;
+  issuer: string;
+  keys: KeySet;
+  cookieKeys: string[];
+  render: Render;
+  log: Logger;
+  secure: boolean;
+  /** called with the fresh provider before it serves any request: where custom grants register */
+  extend?: (provider: Provider) => void;
+}
+
+/** Token lifetimes, in seconds. ID Tokens and access tokens are short; the session and refresh token carry the login. */
+export const TTL = {
+  AccessToken: 3600,
+  AuthorizationCode: 60,
+  ClientCredentials: 600,
+  IdToken: 3600,
+  Interaction: 3600,
+  Grant: 14 * 24 * 3600,
+  Session: 14 * 24 * 3600,
+  RefreshToken: 14 * 24 * 3600,
+} as const;
+
+export const SCOPES = ['openid', 'offline_access', 'email', 'profile', 'groups'];
+
+// One verified-secret cache per process, shared across provider rebuilds (key rotation).
+const verifiedSecrets = new VerifiedSecretCache();
+
+export function buildProvider(deps: ProviderDeps): Provider {
+  const { render } = deps;
+  const cookieFlags = { httpOnly: true, sameSite: 'lax', secure: deps.secure } as const;
+
+  const configuration: Configuration = {
+    adapter: adapterFactory(deps.db),
+    findAccount: accountFinder(deps.db),
+    jwks: { keys: deps.keys.keys.map((k) => k.privateJwk) as never },
+    cookies: {
+      keys: deps.cookieKeys,
+      names: { session: 'idjag.session', interaction: 'idjag.interaction', resume: 'idjag.resume' },
+      long: { ...cookieFlags, signed: true },
+      short: { ...cookieFlags, signed: true },
+    },
+    claims: {
+      openid: ['sub'],
+      email: ['email', 'email_verified'],
+      profile: ['name', 'preferred_username'],
+      groups: ['groups'],
+    },
+    scopes: SCOPES,
+    responseTypes: ['code'],
+    pkce: { required: () => true },
+    clientAuthMethods: ['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none'],
+    enabledJWA: {
+      // The ES256 key is reserved for ID-JAGs: ID Tokens are RS256 only, so the two never share a key.
+      idTokenSigningAlgValues: ['RS256'],
+      clientAuthSigningAlgValues: ['RS256', 'PS256', 'ES256', 'EdDSA'],
+    },
+    clientDefaults: {
+      grant_types: ['authorization_code'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'client_secret_basic',
+      id_token_signed_response_alg: 'RS256',
+    },
+    // The ID Token is what the client exchanges for an ID-JAG, and readers of this reference IdP want to see
+    // the user in it: keep the profile claims in the ID Token even when an access token is issued too.
+    conformIdTokenClaims: false,
+    ttl: { ...TTL },
+    features: {
+      devInteractions: { enabled: false },
+      clientCredentials: { enabled: true },
+      introspection: { enabled: true },
+      revocation: { enabled: true },
+      userinfo: { enabled: true },
+      rpInitiatedLogout: {
+        enabled: true,
+        async logoutSource(ctx, form) {
+          ctx.type = 'html';
+          ctx.body = render('logout', { title: 'Sign out', form, clientName: ctx.oidc.client?.clientName });
+        },
+        async postLogoutSuccessSource(ctx) {
+          ctx.type = 'html';
+          ctx.body = render('logged-out', { title: 'Signed out', clientName: ctx.oidc.client?.clientName });
+        },
+      },
+    },
+    interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
+    async renderError(ctx, out, error) {
+      if ((error as { statusCode?: number }).statusCode === undefined || (error as { statusCode: number }).statusCode >= 500) {
+        deps.log.error({ err: error }, 'provider error page');
+      }
+      ctx.type = 'html';
+      ctx.body = render('error', { title: 'Something went wrong', error: out.error, description: out.error_description });
+    },
+  };
+
+  const provider = new Provider(deps.issuer, configuration);
+  provider.Client.prototype.compareClientSecret = function compareClientSecret(this: { clientSecret?: string }, actual: string) {
+    return this.clientSecret ? verifiedSecrets.verify(actual, this.clientSecret) : false;
+  };
+  provider.on('server_error', (ctx: KoaContextWithOIDC, err: Error) => {
+    deps.log.error({ err, path: ctx.path }, 'provider server_error');
+  });
+  deps.extend?.(provider);
+  return provider;
+}
