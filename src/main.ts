@@ -10,6 +10,7 @@ import { sql } from 'kysely';
 import { seedIfEmpty } from '../seed/index.ts';
 import { ConfigError, loadConfig, type Config } from './config/index.ts';
 import { migrateToLatest, openDatabase, type Database } from './db/index.ts';
+import { discoveryMetadata, exchangeMiddleware, registerTokenExchange } from './exchange/index.ts';
 import { deleteExpiredPayloads } from './oidc/adapter.ts';
 import { ProviderHost } from './oidc/host.ts';
 import { interactionRoutes } from './oidc/interactions.ts';
@@ -66,7 +67,11 @@ export async function startIdjag(config: Config, options: StartOptions = {}): Pr
     const render = loadViews();
     const secure = issuer.startsWith('https:');
 
-    const host = await ProviderHost.create({ db, issuer, cookieKeys, render, log, secure });
+    const host = await ProviderHost.create({
+      db, issuer, cookieKeys, render, log, secure,
+      discovery: discoveryMetadata,
+      extend: (provider, keys) => registerTokenExchange(provider, { db, issuer, log, keys: () => keys }),
+    });
     const app = new Koa({ keys: cookieKeys, proxy: secure && config.production });
     app.silent = true;
     app.use(requestLog(log));
@@ -78,6 +83,7 @@ export async function startIdjag(config: Config, options: StartOptions = {}): Pr
     });
     const interactions = interactionRoutes({ db, render, log, provider: () => host.provider });
     app.use(interactions.routes()).use(interactions.allowedMethods());
+    app.use(exchangeMiddleware({ db, log }));
     app.use(host.middleware);
     server.on('request', app.callback());
 

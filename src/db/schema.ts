@@ -69,7 +69,93 @@ export interface SettingsTable {
   value: string;
 }
 
+export interface ResourceServersTable {
+  id: string;
+  /** the Resource AS's RFC 8414 issuer: the ID-JAG `aud` */
+  issuer: string;
+  name: string;
+  enabled: number;
+  created_at: number;
+  updated_at: number;
+}
+
+export interface ResourceServerAliasesTable {
+  alias: string;
+  resource_server_id: string;
+}
+
+export interface McpServersTable {
+  id: string;
+  /** RFC 9728 resource identifier */
+  resource: string;
+  name: string;
+  resource_server_id: string;
+  /** JSON array of the scopes this MCP server defines */
+  scopes: string;
+  enabled: number;
+  created_at: number;
+  updated_at: number;
+}
+
+export type SubjectKind = 'everyone' | 'groups' | 'users';
+
+export interface PolicyRulesTable {
+  id: string;
+  client_id: string;
+  resource_server_id: string;
+  mcp_server_id: string | null;
+  subject_kind: SubjectKind;
+  /** JSON array: group names, or user subs; empty for everyone */
+  subjects: string;
+  scopes: string;
+  default_scopes: string;
+  rs_client_id: string | null;
+  lifetime: number;
+  max_auth_age: number | null;
+  enabled: number;
+  description: string | null;
+  created_at: number;
+  updated_at: number;
+  created_by: string;
+  updated_by: string;
+}
+
+export type AuditDecision = 'issued' | 'denied' | 'error';
+
+export interface AuditLogTable {
+  id: string;
+  /** epoch milliseconds */
+  at: number;
+  request_id: string;
+  decision: AuditDecision;
+  reason: string;
+  explanation: string;
+  error: string | null;
+  client_id: string | null;
+  sub: string | null;
+  username: string | null;
+  audience: string | null;
+  /** JSON array */
+  resources: string | null;
+  scopes_requested: string | null;
+  scopes_granted: string | null;
+  rule_id: string | null;
+  jti: string | null;
+  exp: number | null;
+  subject_token_type: string | null;
+  ip: string | null;
+  user_agent: string | null;
+  duration_ms: number | null;
+  /** JSON array of the checks the decision ran */
+  checks: string;
+}
+
 export interface Schema {
+  resource_servers: ResourceServersTable;
+  resource_server_aliases: ResourceServerAliasesTable;
+  mcp_servers: McpServersTable;
+  policy_rules: PolicyRulesTable;
+  audit_log: AuditLogTable;
   users: UsersTable;
   groups: GroupsTable;
   group_members: GroupMembersTable;

@@ -16,7 +16,9 @@ export interface ProviderDeps {
   log: Logger;
   secure: boolean;
   /** called with the fresh provider before it serves any request: where custom grants register */
-  extend?: (provider: Provider) => void;
+  extend?: (provider: Provider, keys: KeySet) => void;
+  /** extra discovery metadata */
+  discovery?: Record<string, unknown>;
 }
 
 /** Token lifetimes, in seconds. ID Tokens and access tokens are short; the session and refresh token carry the login. */
@@ -51,7 +53,10 @@ export function buildProvider(deps: ProviderDeps): Provider {
       short: { ...cookieFlags, signed: true },
     },
     claims: {
-      openid: ['sub'],
+      sid: null,
+      // How and when the user signed in travels with every ID Token: the exchange copies it into the ID-JAG
+      // and a step-up rule reads auth_time.
+      openid: ['sub', 'acr', 'amr', 'auth_time'],
       email: ['email', 'email_verified'],
       profile: ['name', 'preferred_username'],
       groups: ['groups'],
@@ -93,6 +98,7 @@ export function buildProvider(deps: ProviderDeps): Provider {
         },
       },
     },
+    discovery: { ...deps.discovery },
     interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
     async renderError(ctx, out, error) {
       if ((error as { statusCode?: number }).statusCode === undefined || (error as { statusCode: number }).statusCode >= 500) {
@@ -110,6 +116,6 @@ export function buildProvider(deps: ProviderDeps): Provider {
   provider.on('server_error', (ctx: KoaContextWithOIDC, err: Error) => {
     deps.log.error({ err, path: ctx.path }, 'provider server_error');
   });
-  deps.extend?.(provider);
+  deps.extend?.(provider, deps.keys);
   return provider;
 }

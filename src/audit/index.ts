@@ -1,0 +1,76 @@
+import { randomBytes } from 'node:crypto';
+import type { DB } from '../db/index.ts';
+import type { AuditDecision, AuditLogTable } from '../db/schema.ts';
+
+/**
+ * UUIDv7 (RFC 9562 §5.7): 48 bits of milliseconds, then random bits. Ids sort by time, so (at, id) is a
+ * keyset for pagination on any database, with no sequence to share between nodes.
+ */
+export function uuidv7(ms = Date.now()): string {
+  const b = randomBytes(16);
+  b.writeUIntBE(ms, 0, 6);
+  b[6] = (b[6]! & 0x0f) | 0x70;
+  b[8] = (b[8]! & 0x3f) | 0x80;
+  const h = b.toString('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+export interface DecisionRecord {
+  requestId: string;
+  decision: AuditDecision;
+  reason: string;
+  explanation: string;
+  error?: string | undefined;
+  clientId?: string | undefined;
+  sub?: string | undefined;
+  username?: string | undefined;
+  audience?: string | undefined;
+  resources?: string[] | undefined;
+  scopesRequested?: string[] | undefined;
+  scopesGranted?: string[] | undefined;
+  ruleIds?: string[] | undefined;
+  jti?: string | undefined;
+  exp?: number | undefined;
+  subjectTokenType?: string | undefined;
+  ip?: string | undefined;
+  userAgent?: string | undefined;
+  durationMs?: number | undefined;
+  checks: readonly unknown[];
+}
+
+const text = (v: string | undefined, max = 2048): string | null => (v === undefined ? null : v.slice(0, max));
+const list = (v: string[] | undefined): string | null => (v === undefined ? null : JSON.stringify(v.map((s) => s.slice(0, 2048))));
+
+/**
+ * Appends one decision to the audit log. Request-supplied strings are stored truncated (they are the
+ * client's words, bounded so a hostile request cannot bloat the log); tokens are never passed in here.
+ */
+export async function recordDecision(db: DB, r: DecisionRecord, at = Date.now()): Promise<string> {
+  const id = uuidv7(at);
+  const row: AuditLogTable = {
+    id,
+    at,
+    request_id: r.requestId,
+    decision: r.decision,
+    reason: r.reason,
+    explanation: r.explanation.slice(0, 4096),
+    error: r.error ?? null,
+    client_id: text(r.clientId, 255),
+    sub: text(r.sub, 255),
+    username: text(r.username, 255),
+    audience: text(r.audience),
+    resources: list(r.resources),
+    scopes_requested: r.scopesRequested?.length ? r.scopesRequested.join(' ').slice(0, 2048) : null,
+    scopes_granted: r.scopesGranted?.length ? r.scopesGranted.join(' ') : null,
+    rule_id: r.ruleIds?.length ? r.ruleIds.join(',') : null,
+    jti: r.jti ?? null,
+    exp: r.exp ?? null,
+    subject_token_type: text(r.subjectTokenType, 255),
+    ip: text(r.ip, 64),
+    user_agent: text(r.userAgent, 512),
+    duration_ms: r.durationMs === undefined ? null : Math.round(r.durationMs * 1000) / 1000,
+    checks: JSON.stringify(r.checks),
+  };
+  await db.insertInto('audit_log').values(row).execute();
+  return id;
+}

@@ -1,0 +1,142 @@
+/**
+ * The token exchange as a list of named checks, in SPEC.md's order. Each check ends passed, failed or not
+ * reached; the first failure carries the OAuth error. The audit row, the error_description and every later
+ * view of a decision read this one list.
+ */
+
+export type CheckStatus = 'passed' | 'failed' | 'not_reached';
+
+export interface CheckDef {
+  name: string;
+  /** where the rule comes from: SPEC.md, and the draft or RFC section behind it */
+  section: string;
+  /** the OAuth error a failure of this check answers with */
+  error: ExchangeErrorCode;
+}
+
+export interface CheckResult extends CheckDef {
+  status: CheckStatus;
+  message?: string;
+}
+
+export type ExchangeErrorCode =
+  | 'invalid_request'
+  | 'invalid_client'
+  | 'unauthorized_client'
+  | 'invalid_grant'
+  | 'invalid_target'
+  | 'invalid_scope'
+  | 'insufficient_user_authentication'
+  | 'temporarily_unavailable';
+
+const D = 'draft-ietf-oauth-identity-assertion-authz-grant';
+const def = (name: string, section: string, error: ExchangeErrorCode): CheckDef => ({ name, section, error });
+
+export const REQUEST_CHECKS: CheckDef[] = [
+  def('client_authentication', `SPEC Step 2; RFC 6749 §2.3, §5.2`, 'invalid_client'),
+  def('request_syntax', 'SPEC Step 2; RFC 6749 §3.2, §5.2 (no repeated parameters, valid scope syntax)', 'invalid_request'),
+  def('confidential_client', `SPEC Step 2; ${D} §9.1`, 'unauthorized_client'),
+  def('grant_type_allowed', 'SPEC Step 2; RFC 6749 §5.2', 'unauthorized_client'),
+  def('requested_token_type', `SPEC Step 2; ${D} §4.3`, 'invalid_request'),
+  def('subject_token_type', `SPEC Step 2; ${D} §4.3, RFC 8693 §2.1`, 'invalid_request'),
+  def('subject_token_present', 'SPEC Step 2; RFC 8693 §2.1', 'invalid_request'),
+  def('audience_present', `SPEC Step 2; ${D} §4.3`, 'invalid_request'),
+  def('unsupported_parameters', `SPEC Step 2; ${D} §4.3, RFC 8693 §2.1, RFC 9396`, 'invalid_request'),
+];
+
+export const ID_TOKEN_CHECKS: CheckDef[] = [
+  def('id_token.format', 'SPEC Step 2; RFC 7519 §7.2', 'invalid_grant'),
+  def('id_token.algorithm', 'SPEC Step 2; RFC 8725 §3.1', 'invalid_grant'),
+  def('id_token.key', 'SPEC Step 2; OIDC Core §10.1', 'invalid_grant'),
+  def('id_token.signature', 'SPEC Step 2; OIDC Core §3.1.3.7', 'invalid_grant'),
+  def('id_token.issuer', 'SPEC Step 2; OIDC Core §3.1.3.7 (2)', 'invalid_grant'),
+  def('id_token.audience', `SPEC Step 2; ${D} §4.3.3, OIDC Core §3.1.3.7 (3-5)`, 'invalid_grant'),
+  def('id_token.expiry', 'SPEC Step 2; OIDC Core §3.1.3.7 (9)', 'invalid_grant'),
+  def('id_token.issued_at', 'SPEC Step 2; OIDC Core §3.1.3.7 (10)', 'invalid_grant'),
+  def('id_token.subject', 'SPEC Step 2; OIDC Core §2', 'invalid_grant'),
+];
+
+export const REFRESH_TOKEN_CHECKS: CheckDef[] = [
+  def('refresh_token.found', 'SPEC Step 2; RFC 6749 §6', 'invalid_grant'),
+  def('refresh_token.client', 'SPEC Step 2; RFC 6749 §6', 'invalid_grant'),
+  def('refresh_token.live', 'SPEC Step 2; RFC 6749 §6, RFC 7009', 'invalid_grant'),
+];
+
+export const DECISION_CHECKS: CheckDef[] = [
+  def('user', 'SPEC Step 2 (the user still exists and is enabled)', 'invalid_grant'),
+  def('audience', `SPEC Step 2; ${D} §4.3, RFC 8693 §2.2.2`, 'invalid_target'),
+  def('resource', 'SPEC Step 2; RFC 8707 §2, RFC 9728, MCP profile', 'invalid_target'),
+  def('policy', `SPEC Step 2 (admin policy, default deny); RFC 8693 §2.2.2, ${D} §9.4`, 'invalid_target'),
+  def('scope', 'SPEC Step 2; RFC 6749 §3.3, §5.2', 'invalid_scope'),
+  def('step_up', 'SPEC Step 2; RFC 9470 §3', 'insufficient_user_authentication'),
+  def('issue', `SPEC "The ID-JAG"; ${D} §3`, 'temporarily_unavailable'),
+];
+
+/** A failed check, thrown out of the steps and caught once, at the grant. */
+export class ExchangeRejection extends Error {
+  readonly check: string;
+  readonly error: ExchangeErrorCode;
+  /** what the client is told */
+  readonly description: string;
+  /** what the audit log is told (may name policy) */
+  readonly explanation: string;
+  readonly reason: string;
+  readonly maxAge?: number;
+
+  constructor(check: CheckDef, description: string, opts: { explanation?: string; reason?: string; error?: ExchangeErrorCode; maxAge?: number } = {}) {
+    super(description);
+    this.check = check.name;
+    this.error = opts.error ?? check.error;
+    this.description = description;
+    this.explanation = opts.explanation ?? description;
+    this.reason = opts.reason ?? check.name;
+    if (opts.maxAge !== undefined) this.maxAge = opts.maxAge;
+  }
+}
+
+export class CheckList {
+  readonly #results: CheckResult[] = [];
+
+  constructor(defs: CheckDef[] = []) {
+    this.plan(defs);
+  }
+
+  /** Adds checks that will run (once the subject token's type says which). */
+  plan(defs: CheckDef[]): void {
+    for (const d of defs) this.#results.push({ ...d, status: 'not_reached' });
+  }
+
+  pass(name: string, message?: string): void {
+    const r = this.#get(name);
+    r.status = 'passed';
+    if (message !== undefined) r.message = message;
+  }
+
+  /** Marks the check failed and throws the rejection the grant answers with. */
+  fail(name: string, description: string, opts: ConstructorParameters<typeof ExchangeRejection>[2] = {}): never {
+    const r = this.#get(name);
+    r.status = 'failed';
+    r.message = opts.explanation ?? description;
+    throw new ExchangeRejection(r, description, opts);
+  }
+
+  /** Runs a predicate as a check: passes it, or fails it with the description. */
+  require(name: string, ok: boolean, description: string, opts?: ConstructorParameters<typeof ExchangeRejection>[2]): void {
+    if (ok) this.pass(name);
+    else this.fail(name, description, opts);
+  }
+
+  def(name: string): CheckDef {
+    return this.#get(name);
+  }
+
+  get results(): readonly CheckResult[] {
+    return this.#results;
+  }
+
+  #get(name: string): CheckResult {
+    const r = this.#results.find((c) => c.name === name);
+    if (!r) throw new Error(`check ${name} is not planned`);
+    return r;
+  }
+}

@@ -1,0 +1,45 @@
+import { randomBytes } from 'node:crypto';
+import { importJWK, SignJWT } from 'jose';
+import type { SigningKey } from '../oidc/keys.ts';
+
+export const ID_JAG_TYP = 'oauth-id-jag+jwt';
+
+export interface IdJagClaims {
+  iss: string;
+  sub: string;
+  aud: string;
+  client_id: string;
+  resource?: string | string[];
+  scope?: string;
+  auth_time?: number;
+  amr?: string[];
+  acr?: string;
+  email?: string;
+}
+
+export interface Minted {
+  jwt: string;
+  jti: string;
+  iat: number;
+  exp: number;
+}
+
+const signingKeys = new Map<string, ReturnType<typeof importJWK>>();
+
+/** Signs an ID-JAG (draft §3) with the IdP's active ID-JAG key: `typ` oauth-id-jag+jwt, `kid` of that key. */
+export async function mintIdJag(key: SigningKey, claims: IdJagClaims, lifetime: number, now: number): Promise<Minted> {
+  let imported = signingKeys.get(key.kid);
+  if (!imported) {
+    imported = importJWK(key.privateJwk, key.alg);
+    signingKeys.set(key.kid, imported);
+  }
+  const jti = randomBytes(18).toString('base64url');
+  const exp = now + lifetime;
+  const jwt = await new SignJWT({ ...claims })
+    .setProtectedHeader({ alg: key.alg, typ: ID_JAG_TYP, kid: key.kid })
+    .setJti(jti)
+    .setIssuedAt(now)
+    .setExpirationTime(exp)
+    .sign(await imported);
+  return { jwt, jti, iat: now, exp };
+}

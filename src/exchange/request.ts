@@ -1,0 +1,117 @@
+import type { KoaContextWithOIDC } from 'oidc-provider';
+import type { CheckList } from './checks.ts';
+
+export const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+export const ID_JAG = 'urn:ietf:params:oauth:token-type:id-jag';
+export const ID_TOKEN = 'urn:ietf:params:oauth:token-type:id_token';
+export const REFRESH_TOKEN = 'urn:ietf:params:oauth:token-type:refresh_token';
+const SAML2 = 'urn:ietf:params:oauth:token-type:saml2';
+export const SUBJECT_TOKEN_TYPES = [ID_TOKEN, REFRESH_TOKEN] as const;
+export type SubjectTokenType = (typeof SUBJECT_TOKEN_TYPES)[number];
+
+/** The grant's parameters, as oidc-provider should pass them through (others are dropped before the handler). */
+export const PARAMETERS = [
+  'requested_token_type', 'subject_token', 'subject_token_type', 'audience', 'resource', 'scope',
+  'actor_token', 'actor_token_type', 'authorization_details',
+] as const;
+/** Only `resource` may repeat (RFC 8707); every other parameter twice is invalid_request. */
+export const REPEATABLE = ['resource'] as const;
+
+export interface ExchangeRequest {
+  clientId: string;
+  subjectToken: string;
+  subjectTokenType: SubjectTokenType;
+  audience: string;
+  resources: string[];
+  /** undefined when no `scope` was sent */
+  scopes: string[] | undefined;
+}
+
+/** What the audit log may record of a request, known or not, valid or not. Never the tokens. */
+export interface RequestFacts {
+  clientId?: string;
+  subjectTokenType?: string;
+  audience?: string;
+  resources?: string[];
+  scopes?: string[];
+}
+
+type Params = Record<string, string | string[] | undefined>;
+
+const str = (v: unknown): string | undefined => (typeof v === 'string' && v !== '' ? v : undefined);
+const list = (v: unknown): string[] => (Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string' && x !== '') : str(v) ? [v as string] : []);
+export const splitScope = (v: unknown): string[] | undefined => {
+  const s = str(v);
+  return s === undefined ? undefined : [...new Set(s.split(' ').filter(Boolean))];
+};
+
+export function requestFacts(ctx: KoaContextWithOIDC): RequestFacts {
+  const p = (ctx.oidc?.params ?? {}) as Params;
+  const facts: RequestFacts = {};
+  const clientId = ctx.oidc?.client?.clientId ?? str(p.client_id);
+  if (clientId) facts.clientId = clientId;
+  const stt = str(p.subject_token_type);
+  if (stt) facts.subjectTokenType = stt;
+  const audience = str(p.audience);
+  if (audience) facts.audience = audience;
+  const resources = list(p.resource);
+  if (resources.length) facts.resources = resources;
+  const scopes = splitScope(p.scope);
+  if (scopes) facts.scopes = scopes;
+  return facts;
+}
+
+/**
+ * SPEC.md Step 2, the request itself: who may ask, and whether the parameters say what the draft requires.
+ * Client authentication already happened in the provider; reaching here means it passed.
+ */
+export function parseRequest(ctx: KoaContextWithOIDC, checks: CheckList): ExchangeRequest {
+  const client = ctx.oidc.client!;
+  const p = ctx.oidc.params as Params;
+  checks.pass('client_authentication', `authenticated with ${client.clientAuthMethod}`);
+
+  checks.require('confidential_client', client.clientAuthMethod !== 'none',
+    `client ${client.clientId} is a public client; only confidential clients may use token exchange for an ID-JAG`);
+  checks.require('grant_type_allowed', client.grantTypes?.includes(TOKEN_EXCHANGE) === true,
+    `client ${client.clientId} is not registered for the grant type ${TOKEN_EXCHANGE}`);
+
+  const requested = str(p.requested_token_type);
+  if (requested !== ID_JAG) {
+    checks.fail('requested_token_type', requested === undefined
+      ? `requested_token_type is required; the accepted value is ${ID_JAG}`
+      : `requested_token_type ${requested} is not supported; the accepted value is ${ID_JAG}`);
+  }
+  checks.pass('requested_token_type');
+
+  const type = str(p.subject_token_type);
+  if (!SUBJECT_TOKEN_TYPES.includes(type as SubjectTokenType)) {
+    const accepted = `the accepted values are ${ID_TOKEN} and ${REFRESH_TOKEN}`;
+    checks.fail('subject_token_type', type === undefined ? `subject_token_type is required; ${accepted}`
+      : type === SAML2 ? `subject_token_type ${SAML2} is not supported by this IdP; ${accepted}`
+        : `subject_token_type ${type} is not supported; ${accepted}`);
+  }
+  checks.pass('subject_token_type');
+
+  const subjectToken = str(p.subject_token);
+  if (subjectToken === undefined) checks.fail('subject_token_present', 'subject_token is required');
+  checks.pass('subject_token_present');
+
+  const audience = str(p.audience);
+  if (audience === undefined) checks.fail('audience_present', 'audience is required: the issuer identifier of the Resource AS the ID-JAG is for');
+  checks.pass('audience_present');
+
+  const unsupported = (['actor_token', 'actor_token_type', 'authorization_details'] as const).filter((k) => p[k] !== undefined);
+  if (unsupported.length) {
+    checks.fail('unsupported_parameters', `${unsupported.join(' and ')} ${unsupported.length > 1 ? 'are' : 'is'} not supported for ID-JAG requests; omit ${unsupported.length > 1 ? 'them' : 'it'}`);
+  }
+  checks.pass('unsupported_parameters');
+
+  return {
+    clientId: client.clientId,
+    subjectToken: subjectToken!,
+    subjectTokenType: type as SubjectTokenType,
+    audience: audience!,
+    resources: [...new Set(list(p.resource))],
+    scopes: splitScope(p.scope),
+  };
+}

@@ -1,0 +1,154 @@
+import { compactVerify, decodeProtectedHeader, importJWK, type JWK } from 'jose';
+import type Provider from 'oidc-provider';
+import type { DB } from '../db/index.ts';
+import { findUserBySub, groupsOf, type User } from '../oidc/accounts.ts';
+import { KEY_ALGS, type KeySet } from '../oidc/keys.ts';
+import { ID_TOKEN_CHECKS, REFRESH_TOKEN_CHECKS, type CheckList } from './checks.ts';
+import { ID_TOKEN, type ExchangeRequest } from './request.ts';
+
+/** Clock skew allowed on `exp` and `iat`, in seconds: the provider's own default tolerance. */
+export const CLOCK_SKEW = 15;
+
+export interface Subject {
+  user: User;
+  groups: string[];
+  authTime?: number;
+  amr?: string[];
+  acr?: string;
+}
+
+export interface SubjectContext {
+  db: DB;
+  issuer: string;
+  keys: KeySet;
+  provider: Provider;
+  now: number;
+}
+
+const keyCache = new Map<string, ReturnType<typeof importJWK>>();
+const importKey = (jwk: JWK) => {
+  let key = keyCache.get(jwk.kid!);
+  if (!key) {
+    key = importJWK(jwk, jwk.alg);
+    keyCache.set(jwk.kid!, key);
+  }
+  return key;
+};
+
+export const subjectChecks = (type: ExchangeRequest['subjectTokenType']) => (type === ID_TOKEN ? ID_TOKEN_CHECKS : REFRESH_TOKEN_CHECKS);
+
+/** SPEC.md Step 2, the subject token: an ID Token or a refresh token this IdP issued to this client. */
+export async function validateSubject(req: ExchangeRequest, checks: CheckList, c: SubjectContext): Promise<Subject> {
+  const found = req.subjectTokenType === ID_TOKEN
+    ? await validateIdToken(req, checks, c)
+    : await validateRefreshToken(req, checks, c);
+  const user = await findUserBySub(c.db, found.sub);
+  if (!user) checks.fail('user', 'the subject token\'s user no longer exists', { explanation: `user ${found.sub} does not exist`, reason: 'user_unknown' });
+  if (user.disabled) checks.fail('user', 'the subject token\'s user is disabled', { explanation: `user ${user.username} (${user.sub}) is disabled`, reason: 'user_disabled' });
+  checks.pass('user', user.username);
+  return { user, groups: await groupsOf(c.db, user.sub), ...found.auth };
+}
+
+interface Found { sub: string; auth: Pick<Subject, 'authTime' | 'amr' | 'acr'> }
+
+const segment = (s: string) => /^[A-Za-z0-9_-]+$/.test(s);
+
+async function validateIdToken(req: ExchangeRequest, checks: CheckList, c: SubjectContext): Promise<Found> {
+  const token = req.subjectToken;
+  const parts = token.split('.');
+  if (parts.length === 5) checks.fail('id_token.format', 'subject_token is an encrypted JWT (JWE); send the signed ID Token this IdP issued');
+  if (parts.length !== 3 || !parts.every(segment)) checks.fail('id_token.format', 'subject_token is not a JWT: expected three base64url segments separated by dots');
+  let header: ReturnType<typeof decodeProtectedHeader>;
+  try {
+    header = decodeProtectedHeader(token);
+  } catch {
+    checks.fail('id_token.format', 'subject_token\'s JOSE header is not valid base64url-encoded JSON');
+  }
+  if (header.typ !== undefined && !/^(application\/)?jwt$/i.test(header.typ)) {
+    checks.fail('id_token.format', `subject_token has typ ${header.typ}; an ID Token is expected (is this an ID-JAG or an access token?)`);
+  }
+  if (header.crit !== undefined) checks.fail('id_token.format', 'subject_token\'s header has a crit parameter; this IdP\'s ID Tokens carry none');
+  checks.pass('id_token.format');
+
+  const alg = KEY_ALGS.id_token;
+  if (header.alg !== alg) {
+    checks.fail('id_token.algorithm', header.alg === 'none' ? 'subject_token is unsigned (alg none); only signed ID Tokens are accepted'
+      : `subject_token is signed with ${String(header.alg)}; this IdP signs ID Tokens with ${alg} only`);
+  }
+  checks.pass('id_token.algorithm', alg);
+
+  const key = c.keys.keys.find((k) => k.purpose === 'id_token' && k.kid === header.kid);
+  if (!key) {
+    checks.fail('id_token.key', header.kid === undefined ? 'subject_token has no kid; this IdP\'s ID Tokens name their signing key'
+      : `subject_token was signed with key ${header.kid}, which this IdP does not publish for ID Tokens (see jwks_uri)`);
+  }
+  checks.pass('id_token.key', key.kid);
+
+  let claims: Record<string, unknown>;
+  try {
+    const { payload } = await compactVerify(token, await importKey(key.publicJwk), { algorithms: [alg] });
+    claims = JSON.parse(new TextDecoder().decode(payload)) as Record<string, unknown>;
+    if (!claims || typeof claims !== 'object' || Array.isArray(claims)) throw new Error('not an object');
+  } catch {
+    checks.fail('id_token.signature', 'subject_token\'s signature does not verify with this IdP\'s key');
+  }
+  checks.pass('id_token.signature');
+
+  checks.require('id_token.issuer', claims.iss === c.issuer,
+    `subject_token was issued by ${JSON.stringify(claims.iss)}, not by this IdP (${c.issuer})`);
+
+  const aud = typeof claims.aud === 'string' ? [claims.aud] : Array.isArray(claims.aud) ? claims.aud : [];
+  if (!aud.includes(req.clientId)) {
+    checks.fail('id_token.audience', `subject_token audience does not include client ${req.clientId}; exchange an ID Token issued to this client`);
+  }
+  if (aud.length > 1 && claims.azp !== req.clientId) {
+    checks.fail('id_token.audience', `subject_token has several audiences and its azp is ${JSON.stringify(claims.azp)}, not client ${req.clientId}`);
+  }
+  checks.pass('id_token.audience');
+
+  if (typeof claims.exp !== 'number') checks.fail('id_token.expiry', 'subject_token has no numeric exp claim');
+  if (claims.exp + CLOCK_SKEW <= c.now) {
+    checks.fail('id_token.expiry', `subject_token expired at ${new Date(claims.exp * 1000).toISOString()}; sign the user in again or use a refresh token`);
+  }
+  checks.pass('id_token.expiry');
+
+  if (typeof claims.iat !== 'number') checks.fail('id_token.issued_at', 'subject_token has no numeric iat claim');
+  if (claims.iat > c.now + CLOCK_SKEW) checks.fail('id_token.issued_at', `subject_token's iat (${new Date(claims.iat * 1000).toISOString()}) is in the future`);
+  checks.pass('id_token.issued_at');
+
+  if (typeof claims.sub !== 'string' || claims.sub === '') checks.fail('id_token.subject', 'subject_token has no sub claim');
+  checks.pass('id_token.subject');
+
+  return {
+    sub: claims.sub,
+    auth: {
+      ...(typeof claims.auth_time === 'number' ? { authTime: claims.auth_time } : {}),
+      ...(Array.isArray(claims.amr) ? { amr: claims.amr.filter((a): a is string => typeof a === 'string') } : {}),
+      ...(typeof claims.acr === 'string' ? { acr: claims.acr } : {}),
+    },
+  };
+}
+
+/** Through the provider's own model: the same storage, expiry and revocation the refresh_token grant uses. */
+async function validateRefreshToken(req: ExchangeRequest, checks: CheckList, c: SubjectContext): Promise<Found> {
+  const rt = await c.provider.RefreshToken.find(req.subjectToken, { ignoreExpiration: true });
+  if (!rt) checks.fail('refresh_token.found', 'subject_token is not a refresh token this IdP issued, or it was revoked');
+  checks.pass('refresh_token.found');
+  checks.require('refresh_token.client', rt.clientId === req.clientId,
+    `subject_token is a refresh token of another client, not of ${req.clientId}`);
+  if (rt.isExpired) checks.fail('refresh_token.live', 'subject_token (refresh token) has expired; sign the user in again');
+  if (rt.consumed) checks.fail('refresh_token.live', 'subject_token (refresh token) was already rotated; use the newest refresh token');
+  const grant = rt.grantId ? await c.provider.Grant.find(rt.grantId) : undefined;
+  if (!grant || grant.clientId !== req.clientId || grant.accountId !== rt.accountId) {
+    checks.fail('refresh_token.live', 'subject_token (refresh token) belongs to a grant that was revoked or has expired');
+  }
+  checks.pass('refresh_token.live');
+  return {
+    sub: rt.accountId!,
+    auth: {
+      ...(typeof rt.authTime === 'number' ? { authTime: rt.authTime } : {}),
+      ...(Array.isArray(rt.amr) ? { amr: rt.amr } : {}),
+      ...(typeof rt.acr === 'string' ? { acr: rt.acr } : {}),
+    },
+  };
+}
