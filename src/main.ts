@@ -52,7 +52,8 @@ export async function startIdjag(config: Config, options: StartOptions = {}): Pr
     server.listen(config.port, config.host, () => resolve());
   });
   const { port } = server.address() as AddressInfo;
-  const issuer = config.issuer ?? `http://localhost:${port}`;
+  const local = ['0.0.0.0', '::', 'localhost'].includes(config.host) ? 'localhost' : config.host;
+  const issuer = config.issuer ?? `http://${local.includes(':') ? `[${local}]` : local}:${port}`;
 
   const database = openDatabase(config.database);
   const { db } = database;
@@ -107,7 +108,7 @@ export async function startIdjag(config: Config, options: StartOptions = {}): Pr
       await database.close();
     })();
 
-    return { config, issuer, url: `http://127.0.0.1:${port}`, server, database, host, log, seeded, close };
+    return { config, issuer, url: local === 'localhost' ? `http://127.0.0.1:${port}` : issuer, server, database, host, log, seeded, close };
   } catch (err) {
     server.close();
     await database.close();

@@ -8,7 +8,7 @@ import { z } from 'zod';
 const Settings = z.object({
   port: z.coerce.number().int().min(0).max(65535),
   host: z.string().min(1),
-  /** unset: `http://localhost:{port}`, with the port actually bound (so port 0 works in tests) */
+  /** unset: `http://localhost:{port}` (or the host, when one is set), with the port actually bound (so port 0 works) */
   issuer: z.url({ protocol: /^https?$/ }).refine((u) => !u.endsWith('/'), 'must not end with a slash')
     .refine((u) => !/[?#]/.test(u), 'must not contain a query or fragment').optional(),
   database: z.string().min(1),
