@@ -1,4 +1,6 @@
-import { createRemoteJWKSet, decodeJwt, jwtVerify } from 'jose';
+import { randomUUID } from 'node:crypto';
+import { createRemoteJWKSet, decodeJwt, exportJWK, generateKeyPair, jwtVerify, SignJWT } from 'jose';
+import { applyDocument, parseDocument } from '../src/admin/document.ts';
 import { authorize, Browser, csrfFrom, REDIRECT_URI, signIn, tokenRequest } from './helpers/browser.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
 
@@ -78,6 +80,31 @@ test('the public client uses PKCE without a secret', async () => {
   const res = await tokenRequest(idjag.url, { grant_type: 'authorization_code', code, redirect_uri: REDIRECT_URI, code_verifier: verifier, client_id: 'demo-public' });
   expect(res.status).toBe(200);
   expect(res.body.id_token).toEqual(expect.any(String));
+});
+
+test('private_key_jwt: a client authenticates with a signed assertion instead of a secret', async () => {
+  const { privateKey, publicKey } = await generateKeyPair('ES256');
+  const jwk = { ...(await exportJWK(publicKey)), kid: 'k1', alg: 'ES256', use: 'sig' };
+  await applyDocument(idjag.database.db, parseDocument({
+    clients: [{
+      client_id: 'pkjwt-agent', first_party: true, token_endpoint_auth_method: 'private_key_jwt', jwks: { keys: [jwk] },
+      redirect_uris: [REDIRECT_URI], grant_types: ['authorization_code'], response_types: ['code'],
+    }],
+  }));
+  const { code, verifier } = await authorize(idjag.url, { clientId: 'pkjwt-agent' });
+  const assertion = (key: Parameters<SignJWT["sign"]>[0]) => new SignJWT({}).setProtectedHeader({ alg: 'ES256', kid: 'k1' })
+    .setIssuer('pkjwt-agent').setSubject('pkjwt-agent').setAudience(idjag.issuer).setJti(randomUUID()).setIssuedAt().setExpirationTime('1m').sign(key);
+  const form = {
+    grant_type: 'authorization_code', code, redirect_uri: REDIRECT_URI, code_verifier: verifier,
+    client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+  };
+  const other = await generateKeyPair('ES256');
+  const forged = await tokenRequest(idjag.url, { ...form, client_assertion: await assertion(other.privateKey) });
+  expect(forged.status).toBe(401);
+  expect(forged.body.error).toBe('invalid_client');
+  const ok = await tokenRequest(idjag.url, { ...form, client_assertion: await assertion(privateKey) });
+  expect(ok.status).toBe(200);
+  expect(decodeJwt(ok.body.id_token).aud).toBe('pkjwt-agent');
 });
 
 describe('bad input', () => {
