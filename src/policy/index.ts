@@ -124,7 +124,8 @@ interface PerTarget { rule: Rule; scopes: string[] }
 /** The decision for one MCP server (or, with `mcp` undefined, the Resource AS as a whole). */
 function decideOne(input: PolicyInput, rules: Rule[], mcp: McpServerFacts | undefined): PerTarget | Deny {
   const what = mcp ? `MCP server ${mcp.resource}` : 'the Resource AS (audience-only request)';
-  const forTarget = rules.filter((r) => r.clientId === input.client.id && r.resourceServerId === input.resourceServer.id && covers(r, mcp));
+  const forTarget = rules.filter((r) => r.clientId === input.client.id && r.resourceServerId === input.resourceServer.id && covers(r, mcp))
+    .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   if (forTarget.length === 0) {
     return deny('no_rule', 'invalid_target', `no rule lets client ${input.client.id} reach ${what}`,
       `client ${input.client.id} is not allowed to obtain an ID-JAG for ${mcp ? `resource ${mcp.resource}` : 'this audience'}`);
@@ -190,8 +191,10 @@ export function decide(input: PolicyInput, rules: Rule[]): Decision {
       'the requested resources cannot share one ID-JAG; request them one at a time', { ruleIds });
   }
   if (scopes.length === 0) {
-    return deny('scope_not_allowed', 'invalid_scope', `rules ${ruleIds.join(', ')} grant no scope common to all requested resources`,
-      'no requested scope may be granted for all of the requested resources together; request them one at a time', { ruleIds });
+    const asked = Boolean(input.requestedScopes?.length);
+    return deny(asked ? 'scope_not_allowed' : 'no_scope_requested', 'invalid_scope', `rules ${ruleIds.join(', ')} grant no scope common to all requested resources`,
+      asked ? 'no requested scope may be granted for all of the requested resources together; request them one at a time'
+        : 'no scope was requested and the requested resources have no default scope in common; request scopes, or one resource at a time', { ruleIds });
   }
 
   const maxAge = chosen.map((c) => c.rule.maxAuthAge).filter((a): a is number => a !== null).sort((a, b) => a - b)[0];
