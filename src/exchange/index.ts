@@ -52,7 +52,8 @@ export function exchangeMiddleware(deps: Pick<ExchangeDeps, 'db' | 'log'>) {
     const checks = new CheckList(REQUEST_CHECKS);
     const description = typeof body.error_description === 'string' ? body.error_description : body.error;
     const failed = body.error === 'invalid_client' ? 'client_authentication' : 'request_syntax';
-    if (failed === 'request_syntax') checks.pass('client_authentication');
+    // only when the provider got as far as an authenticated client (a malformed or missing client auth is invalid_request too)
+    if (failed === 'request_syntax' && oidc.client) checks.pass('client_authentication');
     try {
       checks.fail(failed, description);
     } catch { /* the rejection is already answered by the provider */ }

@@ -57,7 +57,8 @@ async function validateIdToken(req: ExchangeRequest, checks: CheckList, c: Subje
   const token = req.subjectToken;
   const parts = token.split('.');
   if (parts.length === 5) checks.fail('id_token.format', 'subject_token is an encrypted JWT (JWE); send the signed ID Token this IdP issued');
-  if (parts.length !== 3 || !parts.every(segment)) checks.fail('id_token.format', 'subject_token is not a JWT: expected three base64url segments separated by dots');
+  // An unsecured JWS (alg none) has an empty third segment: let it through to id_token.algorithm, which says why.
+  if (parts.length !== 3 || !parts.every((s, i) => segment(s) || (i === 2 && s === ''))) checks.fail('id_token.format', 'subject_token is not a JWT: expected three base64url segments separated by dots');
   let header: ReturnType<typeof decodeProtectedHeader>;
   try {
     header = decodeProtectedHeader(token);
