@@ -31,6 +31,23 @@ export interface ExchangeState {
 export const exchangeState = (ctx: { state: Record<string, unknown> }): ExchangeState =>
   (ctx.state.exchange ??= { started: performance.now() }) as ExchangeState;
 
+export type RecordBase = Omit<DecisionRecord, 'decision' | 'reason' | 'explanation' | 'checks'>;
+
+/** What every audit row of a token-exchange request says about the request, whatever its outcome. */
+export function recordBase(ctx: KoaContextWithOIDC): RecordBase {
+  const facts = requestFacts(ctx);
+  return {
+    requestId: String(ctx.state.requestId ?? ''),
+    clientId: facts.clientId,
+    subjectTokenType: facts.subjectTokenType,
+    audience: facts.audience,
+    resources: facts.resources,
+    scopesRequested: facts.scopes,
+    ip: ctx.ip,
+    userAgent: ctx.get('user-agent') || undefined,
+  };
+}
+
 /** Which check a policy denial fails: the policy engine reasons, the check list files the reason. */
 function checkFor(d: Deny): string {
   switch (d.reason) {
@@ -58,17 +75,7 @@ export function tokenExchangeHandler(deps: ExchangeDeps) {
     const state = exchangeState(ctx);
     const checks: CheckList = new CheckList(REQUEST_CHECKS);
     const at = now();
-    const facts = requestFacts(ctx);
-    const record: Omit<DecisionRecord, 'decision' | 'reason' | 'explanation' | 'checks'> = {
-      requestId: String(ctx.state.requestId ?? ''),
-      clientId: facts.clientId,
-      subjectTokenType: facts.subjectTokenType,
-      audience: facts.audience,
-      resources: facts.resources,
-      scopesRequested: facts.scopes,
-      ip: ctx.ip,
-      userAgent: ctx.get('user-agent') || undefined,
-    };
+    const record = recordBase(ctx);
     const audit = async (r: Pick<DecisionRecord, 'decision' | 'reason' | 'explanation'> & Partial<DecisionRecord>) => {
       await recordDecision(deps.db, { ...record, ...r, checks: checks.results, durationMs: performance.now() - state.started });
       state.audited = true;

@@ -3,8 +3,8 @@ import type Provider from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import { recordDecision } from '../audit/index.ts';
 import { CheckList, REQUEST_CHECKS } from './checks.ts';
-import { dupes, exchangeState, grantType, parameters, tokenExchangeHandler, type ExchangeDeps } from './grant.ts';
-import { ID_JAG, requestFacts, TOKEN_EXCHANGE } from './request.ts';
+import { dupes, exchangeState, grantType, parameters, recordBase, tokenExchangeHandler, type ExchangeDeps } from './grant.ts';
+import { ID_JAG, TOKEN_EXCHANGE } from './request.ts';
 
 export { ID_JAG, TOKEN_EXCHANGE } from './request.ts';
 
@@ -49,29 +49,28 @@ export function exchangeMiddleware(deps: Pick<ExchangeDeps, 'db' | 'log'>) {
       ctx.body = { ...body, max_age: state.maxAge };
     }
     if (state.audited || !body || typeof body.error !== 'string') return;
+    if (!oidc.client && body.error === 'invalid_request' && body.error_description === 'no client authentication mechanism provided') {
+      // RFC 6749 §5.2 and SPEC.md: a request with no client authentication at all is invalid_client (401).
+      ctx.status = 401;
+      ctx.set('WWW-Authenticate', `Basic realm="${oidc.provider.issuer}"`);
+      ctx.body = { error: 'invalid_client', error_description: 'client authentication is required: use client_secret_basic, client_secret_post or private_key_jwt' };
+    }
+    const answered = ctx.body as { error: string; error_description?: string };
     const checks = new CheckList(REQUEST_CHECKS);
-    const description = typeof body.error_description === 'string' ? body.error_description : body.error;
-    const failed = body.error === 'invalid_client' ? 'client_authentication' : 'request_syntax';
+    const description = answered.error_description ?? answered.error;
+    const failed = answered.error === 'invalid_client' ? 'client_authentication' : 'request_syntax';
     // only when the provider got as far as an authenticated client (a malformed or missing client auth is invalid_request too)
     if (failed === 'request_syntax' && oidc.client) checks.pass('client_authentication');
     try {
       checks.fail(failed, description);
     } catch { /* the rejection is already answered by the provider */ }
-    const facts = requestFacts(ctx as unknown as KoaContextWithOIDC);
     try {
       await recordDecision(deps.db, {
-        requestId: String(ctx.state.requestId ?? ''),
+        ...recordBase(ctx as unknown as KoaContextWithOIDC),
         decision: ctx.status >= 500 ? 'error' : 'denied',
         reason: failed,
         explanation: description,
-        error: body.error,
-        clientId: facts.clientId,
-        subjectTokenType: facts.subjectTokenType,
-        audience: facts.audience,
-        resources: facts.resources,
-        scopesRequested: facts.scopes,
-        ip: ctx.ip,
-        userAgent: ctx.get('user-agent') || undefined,
+        error: answered.error,
         durationMs: performance.now() - state.started,
         checks: checks.results,
       });

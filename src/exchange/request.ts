@@ -45,10 +45,24 @@ export const splitScope = (v: unknown): string[] | undefined => {
   return s === undefined ? undefined : [...new Set(s.split(' ').filter(Boolean))];
 };
 
+/** The client id a Basic authorization header claims, for the audit of a client that failed to authenticate. */
+function basicClientId(header: string): string | undefined {
+  const m = /^Basic ([A-Za-z0-9+/=]+)$/i.exec(header);
+  if (!m) return undefined;
+  const decoded = Buffer.from(m[1]!, 'base64').toString('utf8');
+  const i = decoded.indexOf(':');
+  if (i < 1) return undefined;
+  try {
+    return decodeURIComponent(decoded.slice(0, i).replace(/\+/g, '%20'));
+  } catch {
+    return undefined;
+  }
+}
+
 export function requestFacts(ctx: KoaContextWithOIDC): RequestFacts {
   const p = (ctx.oidc?.params ?? {}) as Params;
   const facts: RequestFacts = {};
-  const clientId = ctx.oidc?.client?.clientId ?? str(p.client_id);
+  const clientId = ctx.oidc?.client?.clientId ?? str(p.client_id) ?? basicClientId(ctx.get('authorization'));
   if (clientId) facts.clientId = clientId;
   const stt = str(p.subject_token_type);
   if (stt) facts.subjectTokenType = stt;

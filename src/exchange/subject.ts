@@ -133,10 +133,11 @@ async function validateIdToken(req: ExchangeRequest, checks: CheckList, c: Subje
 /** Through the provider's own model: the same storage, expiry and revocation the refresh_token grant uses. */
 async function validateRefreshToken(req: ExchangeRequest, checks: CheckList, c: SubjectContext): Promise<Found> {
   const rt = await c.provider.RefreshToken.find(req.subjectToken, { ignoreExpiration: true });
-  if (!rt) checks.fail('refresh_token.found', 'subject_token is not a refresh token this IdP issued, or it was revoked');
+  if (!rt) checks.fail('refresh_token.found', `subject_token is not a refresh token issued to client ${req.clientId}`, { explanation: 'no such refresh token (never issued, revoked or deleted)' });
   checks.pass('refresh_token.found');
+  // Said like "not found": a stolen refresh token should not learn that it is live for someone else.
   checks.require('refresh_token.client', rt.clientId === req.clientId,
-    `subject_token is a refresh token of another client, not of ${req.clientId}`);
+    `subject_token is not a refresh token issued to client ${req.clientId}`, { explanation: `refresh token of client ${rt.clientId}, presented by ${req.clientId}` });
   if (rt.isExpired) checks.fail('refresh_token.live', 'subject_token (refresh token) has expired; sign the user in again');
   if (rt.consumed) checks.fail('refresh_token.live', 'subject_token (refresh token) was already rotated; use the newest refresh token');
   const grant = rt.grantId ? await c.provider.Grant.find(rt.grantId) : undefined;
