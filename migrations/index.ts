@@ -1,6 +1,7 @@
 import type { Migration } from 'kysely/migration';
 import * as m0001 from './0001_foundation.ts';
 import * as m0002 from './0002_idjag.ts';
+import * as m0003 from './0003_demo.ts';
 
 /**
  * Every migration, by name. Listed statically (not read from the folder at run time) so the same list
@@ -9,4 +10,5 @@ import * as m0002 from './0002_idjag.ts';
 export const migrations: Record<string, Migration> = {
   '0001_foundation': m0001,
   '0002_idjag': m0002,
+  '0003_demo': m0003,
 };

@@ -150,6 +150,12 @@ export interface AuditLogTable {
   checks: string;
 }
 
+/** ID-JAG `jti`s the demo Resource AS has accepted, kept until `exp` (epoch seconds) against replay. */
+export interface DemoJtiTable {
+  jti: string;
+  exp: number;
+}
+
 export interface Schema {
   resource_servers: ResourceServersTable;
   resource_server_aliases: ResourceServerAliasesTable;
@@ -163,6 +169,7 @@ export interface Schema {
   oidc_payloads: OidcPayloadsTable;
   signing_keys: SigningKeysTable;
   settings: SettingsTable;
+  demo_jti: DemoJtiTable;
 }
 
 export type { Generated };
