@@ -75,6 +75,21 @@ test('a third-party client shows the consent screen; a first-party one does not'
   expect(tokens.status).toBe(200);
 });
 
+test('denying consent sends the user back with access_denied and no code', async () => {
+  const browser = new Browser();
+  const stopped = await authorize(idjag.url, { clientId: 'partner-app', consent: false, browser })
+    .then(() => { throw new Error('expected to stop at the consent page'); }, (e: { page: string; pages: { url: string }[] }) => e);
+  expect(stopped.page).toContain('/confirm"');
+  const consentUrl = stopped.pages.at(-1)!.url;
+  let res = await browser.postForm(`${consentUrl}/abort`, { _csrf: csrfFrom(stopped.page) });
+  for (let hop = 0; hop < 5 && res.status === 303 && !res.headers.get('location')!.startsWith(REDIRECT_URI); hop++) {
+    res = await browser.get(new URL(res.headers.get('location')!, idjag.url).toString());
+  }
+  const back = new URL(res.headers.get('location')!);
+  expect(back.searchParams.get('error')).toBe('access_denied');
+  expect(back.searchParams.get('code')).toBeNull();
+});
+
 test('the public client uses PKCE without a secret', async () => {
   const { code, verifier } = await authorize(idjag.url, { clientId: 'demo-public' });
   const res = await tokenRequest(idjag.url, { grant_type: 'authorization_code', code, redirect_uri: REDIRECT_URI, code_verifier: verifier, client_id: 'demo-public' });
