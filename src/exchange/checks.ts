@@ -72,6 +72,18 @@ export const DECISION_CHECKS: CheckDef[] = [
   def('issue', `SPEC "The ID-JAG"; ${D} §3`, 'temporarily_unavailable'),
 ];
 
+/** Every check by name: the audit row stores names and outcomes only, and readers look the rest up here. */
+export const CHECKS_BY_NAME: ReadonlyMap<string, CheckDef> = new Map(
+  [...REQUEST_CHECKS, ...ID_TOKEN_CHECKS, ...REFRESH_TOKEN_CHECKS, ...DECISION_CHECKS].map((d) => [d.name, d]),
+);
+
+/** What the audit row keeps of a check: what varies from one request to the next. */
+export interface CheckRecord {
+  name: string;
+  status: CheckStatus;
+  message?: string;
+}
+
 /** A failed check, thrown out of the steps and caught once, at the grant. */
 export class ExchangeRejection extends Error {
   readonly check: string;
@@ -132,6 +144,11 @@ export class CheckList {
 
   get results(): readonly CheckResult[] {
     return this.#results;
+  }
+
+  /** The compact form written to the audit log (the section and error code follow from the name). */
+  get record(): CheckRecord[] {
+    return this.#results.map(({ name, status, message }) => (message === undefined ? { name, status } : { name, status, message }));
   }
 
   #get(name: string): CheckResult {

@@ -77,7 +77,7 @@ export function tokenExchangeHandler(deps: ExchangeDeps) {
     const at = now();
     const record = recordBase(ctx);
     const audit = async (r: Pick<DecisionRecord, 'decision' | 'reason' | 'explanation'> & Partial<DecisionRecord>) => {
-      await recordDecision(deps.db, { ...record, ...r, checks: checks.results, durationMs: performance.now() - state.started });
+      await recordDecision(deps.db, { ...record, ...r, checks: checks.record, durationMs: performance.now() - state.started });
       state.audited = true;
     };
 

@@ -72,7 +72,7 @@ export function exchangeMiddleware(deps: Pick<ExchangeDeps, 'db' | 'log'>) {
         explanation: description,
         error: answered.error,
         durationMs: performance.now() - state.started,
-        checks: checks.results,
+        checks: checks.record,
       });
     } catch (err) {
       deps.log.error({ err }, 'audit write failed for a refused token exchange');
