@@ -1,4 +1,4 @@
-import { createHmac, randomBytes, scrypt as scryptCb, timingSafeEqual, type ScryptOptions } from 'node:crypto';
+import { createHmac, createSecretKey, randomBytes, scrypt as scryptCb, timingSafeEqual, type ScryptOptions } from 'node:crypto';
 
 const scrypt = (password: string, salt: Buffer, keylen: number, options: ScryptOptions) =>
   new Promise<Buffer>((resolve, reject) => {
@@ -48,7 +48,8 @@ export const generateSecret = (): string => randomBytes(32).toString('base64url'
  * the hash and so invalidates the entry, and a memory dump yields no secret.
  */
 export class VerifiedSecretCache {
-  readonly #key = randomBytes(32);
+  // a KeyObject made once: HMAC with a raw Buffer key re-imports the key on every call
+  readonly #key = createSecretKey(randomBytes(32));
   readonly #entries = new Map<string, true>();
   readonly #max: number;
 

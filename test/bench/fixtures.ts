@@ -1,0 +1,136 @@
+/**
+ * The benchmark's database: the seed, a client_credentials client for the baseline, and synthetic policy
+ * rules inserted in bulk (one transaction of prepared statements, not one applyDocument per rule).
+ */
+import { randomUUID } from 'node:crypto';
+import type SQLite from 'better-sqlite3';
+import { applyDocument, parseDocument } from '../../src/admin/document.ts';
+import { migrateToLatest, now, openDatabase } from '../../src/db/index.ts';
+import { applySeed } from '../../seed/index.ts';
+import { TOKEN_EXCHANGE } from '../helpers/exchange.ts';
+
+export const BENCH_CC = { id: 'bench-cc', secret: 'bench-cc-secret-0123456789' };
+export const TODO_AS = 'https://auth.todo.example';
+export const TODO_MCP = 'https://mcp.todo.example/mcp';
+
+/** A fresh database with the schema, the seed and the baseline client, as it will be when the server starts. */
+export async function prepareDatabase(path: string): Promise<void> {
+  const database = openDatabase(path);
+  try {
+    await migrateToLatest(database.db);
+    // seed.json uses no ${ISSUER}; the real issuer (with the port) is only known once the server listens
+    await applySeed(database.db, 'http://127.0.0.1');
+    await applyDocument(database.db, parseDocument({
+      clients: [{
+        client_id: BENCH_CC.id,
+        client_secret: BENCH_CC.secret,
+        client_name: 'Benchmark baseline (client_credentials only)',
+        token_endpoint_auth_method: 'client_secret_basic',
+        grant_types: ['client_credentials'],
+        response_types: [],
+        redirect_uris: [],
+      }],
+    }), 'bench');
+  } finally {
+    await database.close();
+  }
+}
+
+export interface SyntheticRules {
+  /** prefix of every synthetic id, so batches never collide */
+  prefix: string;
+  /** synthetic clients to create; each gets `rules / clients` rules, one of them on the todo Resource AS */
+  clients: number;
+  /** synthetic Resource ASes to create, three MCP servers each */
+  servers: number;
+  /** rules of demo-agent on the synthetic Resource ASes (never on the todo AS: its candidate set stays one rule) */
+  demoAgentRules: number;
+  /** how many rules to add in all */
+  rules: number;
+}
+
+const WHO: [string, string][] = [['groups', '["engineering"]'], ['everyone', '[]'], ['groups', '["sales","engineering"]'], ['users', '["00000000-0000-4000-8000-000000000000"]']];
+
+/**
+ * Adds `rules` rules: `demoAgentRules` of demo-agent spread over the synthetic ASes' MCP servers, one per
+ * synthetic client on the todo MCP server (while they last), the rest between synthetic clients and
+ * synthetic ASes, round robin. Returns the number of rows policy_rules holds afterwards.
+ */
+export function addSyntheticRules(sqlite: SQLite.Database, o: SyntheticRules): number {
+  const at = now();
+  const insertClient = sqlite.prepare(`insert into clients (client_id, metadata, secret_hash, first_party, disabled, created_at, updated_at)
+    values (?, ?, null, 0, 0, ?, ?)`);
+  const insertServer = sqlite.prepare('insert into resource_servers (id, issuer, name, enabled, created_at, updated_at) values (?, ?, ?, 1, ?, ?)');
+  const insertMcp = sqlite.prepare(`insert into mcp_servers (id, resource, name, resource_server_id, scopes, enabled, created_at, updated_at)
+    values (?, ?, ?, ?, ?, 1, ?, ?)`);
+  const insertRule = sqlite.prepare(`insert into policy_rules (id, client_id, resource_server_id, mcp_server_id, subject_kind, subjects, scopes,
+    default_scopes, rs_client_id, lifetime, max_auth_age, enabled, description, created_at, updated_at, created_by, updated_by)
+    values (?, ?, ?, ?, ?, ?, ?, ?, ?, 300, null, 1, null, ?, ?, 'bench', 'bench')`);
+  const todo = sqlite.prepare('select rs.id as rs, m.id as mcp from resource_servers rs join mcp_servers m on m.resource_server_id = rs.id where rs.issuer = ? and m.resource = ?')
+    .get(TODO_AS, TODO_MCP) as { rs: string; mcp: string } | undefined;
+  if (!todo) throw new Error('the seed\'s todo Resource AS is missing');
+
+  const scopes = '["data.read","data.write"]';
+  const tx = sqlite.transaction(() => {
+    const clients: string[] = [];
+    for (let c = 0; c < o.clients; c++) {
+      const id = `${o.prefix}-client-${c}`;
+      insertClient.run(id, JSON.stringify({ client_name: id, grant_types: [TOKEN_EXCHANGE], response_types: [], redirect_uris: [] }), at, at);
+      clients.push(id);
+    }
+    const servers: { id: string; mcp: string[] }[] = [];
+    for (let s = 0; s < o.servers; s++) {
+      const id = randomUUID();
+      insertServer.run(id, `https://as-${s}.${o.prefix}.example`, `${o.prefix} AS ${s}`, at, at);
+      const mcp = [0, 1, 2].map((m) => {
+        const mid = randomUUID();
+        insertMcp.run(mid, `https://mcp-${m}.as-${s}.${o.prefix}.example/mcp`, `${o.prefix} MCP ${s}/${m}`, id, scopes, at, at);
+        return mid;
+      });
+      servers.push({ id, mcp });
+    }
+    let n = 0;
+    const rule = (client: string, rs: string, mcp: string | null) => {
+      const [kind, subjects] = WHO[n % WHO.length]!;
+      insertRule.run(`${o.prefix}-rule-${n}`, client, rs, mcp, kind, subjects, scopes, '["data.read"]', n % 2 ? `${client}-at-rs` : null, at, at);
+      n++;
+    };
+    for (let d = 0; d < o.demoAgentRules && servers.length; d++) {
+      const s = servers[d % servers.length]!;
+      rule('demo-agent', s.id, s.mcp[Math.floor(d / servers.length) % 3]!);
+    }
+    for (const client of clients) {
+      if (n >= o.rules) break;
+      rule(client, todo.rs, todo.mcp);
+    }
+    for (let i = 0; n < o.rules; i++) {
+      if (!clients.length || !servers.length) throw new Error('synthetic rules need synthetic clients and Resource ASes');
+      const s = servers[Math.floor(i / clients.length) % servers.length]!;
+      // every fourth rule covers the whole AS, the others one of its MCP servers
+      rule(clients[i % clients.length]!, s.id, i % 4 === 0 ? null : s.mcp[i % 3]!);
+    }
+  });
+  tx();
+  return countRules(sqlite);
+}
+
+export function countRules(sqlite: SQLite.Database): number {
+  return (sqlite.prepare('select count(*) as n from policy_rules').get() as { n: number }).n;
+}
+
+/** Removes a batch of synthetic rows (rules go with their clients and ASes, by cascade). */
+export function removeSynthetic(sqlite: SQLite.Database, prefix: string): number {
+  sqlite.transaction(() => {
+    sqlite.prepare('delete from policy_rules where id like ?').run(`${prefix}-rule-%`);
+    sqlite.prepare('delete from clients where client_id like ?').run(`${prefix}-client-%`);
+    sqlite.prepare('delete from resource_servers where issuer like ?').run(`https://as-%.${prefix}.example`);
+  })();
+  return countRules(sqlite);
+}
+
+/** The rule lookup's query plan, to show it stays an index search at any table size. */
+export function rulePlan(sqlite: SQLite.Database): string {
+  const rows = sqlite.prepare('explain query plan select * from "policy_rules" where "client_id" = ? and "resource_server_id" = ?')
+    .all('demo-agent', 'x') as { detail: string }[];
+  return rows.map((r) => r.detail).join('; ');
+}

@@ -1,0 +1,448 @@
+/**
+ * `npm run bench`: throughput and latency of the token exchange, side by side with the provider's plain
+ * client_credentials grant (the stack's baseline) and with the floor (the exchange's own work without HTTP),
+ * at 10 and at 100,000 policy rules. The server runs in a child process; load comes from this one
+ * (autocannon). Table on stdout, JSON in test-output/bench.json.
+ *
+ * Order: floor; server warm-up; exchange @1; exchange @32; client_credentials @32; 100,000 rules inserted
+ * into the live database; exchange @32; back to 10 rules; exchange @32; floor again. The comparisons use
+ * the mean of the runs on both sides of the others, so a drift of this shared machine weighs on both.
+ * Besides req/s, each server run reports the server process's CPU time per request, which other processes
+ * on the machine disturb much less.
+ *
+ *   npm run bench -- [--duration 5] [--warmup 2] [--connections 32] [--rules 100000] [--profile]
+ *
+ * --profile writes V8 CPU profiles of the server and the floor to test-output/profiles/.
+ * Exits 1 only when a run had errors (non-200 responses, socket errors, timeouts); the targets are reported
+ * as PASS/MISS, not asserted.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
+import { dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import autocannon from 'autocannon';
+import { openDatabase } from '../../src/db/index.ts';
+import { basic, DEMO_AGENT, signIn } from '../helpers/browser.ts';
+import { ID_JAG, ID_TOKEN, TOKEN_EXCHANGE } from '../helpers/exchange.ts';
+import { addSyntheticRules, BENCH_CC, countRules, prepareDatabase, removeSynthetic, rulePlan, TODO_AS, TODO_MCP } from './fixtures.ts';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const ROOT = join(HERE, '..', '..');
+const OUT = join(ROOT, 'test-output');
+
+const { values: flags } = parseArgs({
+  options: {
+    duration: { type: 'string', default: '5' },
+    warmup: { type: 'string', default: '2' },
+    connections: { type: 'string', default: '32' },
+    rules: { type: 'string', default: '100000' },
+    profile: { type: 'boolean', default: false },
+    help: { type: 'boolean', default: false },
+  },
+  strict: true,
+});
+if (flags.help) {
+  console.log('npm run bench -- [--duration s] [--warmup s] [--connections n] [--rules n] [--profile]');
+  process.exit(0);
+}
+const DURATION = Number(flags.duration);
+const WARMUP = Number(flags.warmup);
+const CONNECTIONS = Number(flags.connections);
+const BIG_RULES = Number(flags.rules);
+for (const [name, v, min] of [['duration', DURATION, 1], ['warmup', WARMUP, 0], ['connections', CONNECTIONS, 1], ['rules', BIG_RULES, 11]] as const) {
+  if (!Number.isFinite(v) || v < min) {
+    console.error(`--${name} must be a number >= ${min}`);
+    process.exit(2);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// child processes
+
+/** Node flags for the children: the parent's (type stripping), without any profiling flag of its own. */
+const childArgs = (profileName: string) => [
+  ...process.execArgv.filter((a) => !a.startsWith('--cpu-prof') && !a.startsWith('--heap-prof')),
+  ...(flags.profile ? ['--cpu-prof', `--cpu-prof-dir=${join(OUT, 'profiles')}`, `--cpu-prof-name=${profileName}-${Date.now()}.cpuprofile`] : []),
+];
+
+function firstLine(child: ChildProcess, what: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const lines = createInterface({ input: child.stdout! });
+    const fail = (why: string) => reject(new Error(`${what}: ${why}`));
+    child.once('error', (err) => fail(err.message));
+    child.once('exit', (code, signal) => fail(`exited (${signal ?? code}) before printing its result`));
+    lines.once('line', (line) => {
+      lines.close();
+      resolve(line);
+    });
+  });
+}
+
+interface ServerHandle {
+  url: string;
+  issuer: string;
+  child: ChildProcess;
+  /** the server process's CPU time so far (user + system, every thread) and its time in GC pauses, µs */
+  cpu(): Promise<{ cpuUs: number; gcUs: number }>;
+  stop(): Promise<void>;
+}
+
+async function startServer(database: string): Promise<ServerHandle> {
+  const child = spawn(process.execPath, [...childArgs('server'), join(HERE, 'server.ts'), '--database', database], {
+    stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
+  });
+  const line = await firstLine(child, 'bench server');
+  const { url, issuer } = JSON.parse(line) as { url: string; issuer: string };
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  return {
+    url, issuer, child,
+    // NaN when the server is gone (the run then shows errors and the bench fails), never a hang
+    cpu: () => new Promise((resolve) => {
+      const gone = { cpuUs: NaN, gcUs: NaN };
+      if (!child.connected) return resolve(gone);
+      const timer = setTimeout(() => resolve(gone), 2000);
+      child.once('message', (m) => {
+        clearTimeout(timer);
+        resolve(m as { cpuUs: number; gcUs: number });
+      });
+      child.send('cpu', (err) => {
+        if (err) {
+          clearTimeout(timer);
+          resolve(gone);
+        }
+      });
+    }),
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+interface FloorResult {
+  ops: number;
+  seconds: number;
+  opsPerSec: number;
+  cpuSeconds: number;
+  cpuUsPerOp: number;
+  wallUsPerOp: number;
+  breakdownUs: Record<string, number>;
+  /** time inside SQLite per statement, from the breakdown pass */
+  sqlUs: { sql: string; perExchange: number; usPerCall: number }[];
+}
+
+async function runFloor(database: string, issuer: string, idToken: string): Promise<FloorResult> {
+  const child = spawn(process.execPath, [...childArgs('floor'), join(HERE, 'floor.ts'),
+    '--database', database, '--issuer', issuer, '--duration', String(DURATION), '--warmup', String(WARMUP)], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
+  child.stdin!.end(idToken);
+  const line = await firstLine(child, 'floor');
+  await new Promise<void>((resolve) => (child.exitCode === null ? child.once('exit', () => resolve()) : resolve()));
+  return JSON.parse(line) as FloorResult;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// load
+
+interface Load {
+  name: string;
+  url: string;
+  headers: Record<string, string>;
+  body: string;
+}
+
+interface RunResult {
+  scenario: string;
+  connections: number;
+  rules: number;
+  seconds: number;
+  requests: number;
+  reqPerSec: number;
+  /** the server process's CPU time per request (every thread): steadier than req/s on a shared machine */
+  serverCpuUsPerReq: number;
+  /** CPU seconds per second the server used (1 = one core busy) */
+  serverCpuLoad: number;
+  /** time the server spent in GC pauses, per request */
+  serverGcUsPerReq: number;
+  meanMs: number;
+  p50Ms: number;
+  p90Ms: number;
+  p99Ms: number;
+  maxMs: number;
+  ok200: number;
+  non200: number;
+  errors: number;
+  timeouts: number;
+  statusCodes: Record<string, number>;
+  warmup: { requests: number; non200: number; errors: number };
+}
+
+interface Shot { result: autocannon.Result; latencies: number[] }
+
+/**
+ * One autocannon run. Its own histogram keeps whole milliseconds only, too coarse at one connection, so
+ * the latencies (ms, as floats) are also collected from the tracker's per-response events.
+ */
+async function cannon(load: Load, connections: number, seconds: number): Promise<Shot> {
+  const latencies: number[] = [];
+  const instance = autocannon({
+    url: load.url,
+    method: 'POST',
+    headers: load.headers,
+    body: load.body,
+    connections,
+    duration: seconds,
+    timeout: 10,
+  }) as unknown as Promise<autocannon.Result> & NodeJS.EventEmitter;
+  // the tracker's event passes the client first (the typings omit it)
+  instance.on('response', (_client: unknown, _status: number, _bytes: number, ms: number) => void latencies.push(ms));
+  return { result: await instance, latencies };
+}
+
+/** Nearest-rank percentile of an ascending array. */
+const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] ?? NaN;
+
+function statusCounts(r: autocannon.Result): Record<string, number> {
+  return Object.fromEntries(Object.entries(r.statusCodeStats ?? {}).map(([code, s]) => [code, s.count ?? 0]));
+}
+
+const non200 = (r: autocannon.Result) => Object.entries(statusCounts(r)).reduce((n, [code, count]) => n + (code === '200' ? 0 : count), 0);
+
+async function measure(server: ServerHandle, load: Load, connections: number, rules: number): Promise<RunResult> {
+  const label = `${load.name}, ${connections} connection${connections > 1 ? 's' : ''}, ${rules.toLocaleString('en-US')} rules`;
+  process.stderr.write(`  ${label}: warm-up ${WARMUP} s, run ${DURATION} s ...`);
+  const warm = WARMUP > 0 ? (await cannon(load, connections, WARMUP)).result : undefined;
+  const before = await server.cpu();
+  const { result: r, latencies } = await cannon(load, connections, DURATION);
+  const after = await server.cpu();
+  const cpuUs = after.cpuUs - before.cpuUs;
+  latencies.sort((a, b) => a - b);
+  const round = (n: number) => Math.round(n * 100) / 100;
+  const codes = statusCounts(r);
+  const ok = codes['200'] ?? 0;
+  const result: RunResult = {
+    scenario: load.name,
+    connections,
+    rules,
+    seconds: r.duration,
+    requests: r.requests.total,
+    // completed 200s over the measured time: errors do not count as throughput
+    reqPerSec: ok / r.duration,
+    serverCpuUsPerReq: cpuUs / Math.max(1, r.requests.total),
+    serverCpuLoad: cpuUs / 1e6 / r.duration,
+    serverGcUsPerReq: (after.gcUs - before.gcUs) / Math.max(1, r.requests.total),
+    meanMs: round(latencies.reduce((a, b) => a + b, 0) / latencies.length),
+    p50Ms: round(percentile(latencies, 50)),
+    p90Ms: round(percentile(latencies, 90)),
+    p99Ms: round(percentile(latencies, 99)),
+    maxMs: round(latencies.at(-1) ?? NaN),
+    ok200: ok,
+    non200: non200(r),
+    errors: r.errors,
+    timeouts: r.timeouts,
+    statusCodes: codes,
+    warmup: warm ? { requests: warm.requests.total, non200: non200(warm), errors: warm.errors } : { requests: 0, non200: 0, errors: 0 },
+  };
+  process.stderr.write(` ${Math.round(result.reqPerSec)} req/s\n`);
+  return result;
+}
+
+const failed = (r: RunResult) => r.non200 + r.errors + r.timeouts + r.warmup.non200 + r.warmup.errors > 0 || r.ok200 === 0;
+
+// ---------------------------------------------------------------------------------------------------------
+// the benchmark
+
+async function main() {
+  const startedAt = Date.now();
+  const dir = mkdtempSync(join(tmpdir(), 'idjag-bench-'));
+  const dbFile = join(dir, 'idjag.db');
+  mkdirSync(OUT, { recursive: true });
+  if (flags.profile) mkdirSync(join(OUT, 'profiles'), { recursive: true });
+  const machine = {
+    cpus: cpus().length,
+    cpuModel: cpus()[0]?.model ?? 'unknown',
+    memoryGiB: Math.round((totalmem() / 2 ** 30) * 10) / 10,
+    loadavg: loadavg().map((l) => Math.round(l * 100) / 100),
+    node: process.version,
+    platform: `${process.platform} ${process.arch}`,
+  };
+  console.error(`idjag bench: ${machine.cpus} × ${machine.cpuModel}, node ${machine.node}; warm-up ${WARMUP} s, runs ${DURATION} s`);
+
+  await prepareDatabase(dbFile);
+  // Ten rules: the seed's one (demo-agent → todo MCP for engineering) and nine others.
+  const admin = openDatabase(dbFile);
+  const smallRules = addSyntheticRules(admin.sqlite, { prefix: 'small', clients: 7, servers: 2, demoAgentRules: 2, rules: 9 });
+  await admin.close();
+
+  let server: ServerHandle | undefined;
+  const runs: RunResult[] = [];
+  const floors: FloorResult[] = [];
+  let bigRules = 0;
+  let plan = '';
+  try {
+    server = await startServer(dbFile);
+    const signedIn = await signIn(server.url, { username: 'alice', password: 'alice' });
+    const idToken = String(signedIn.tokens.id_token ?? '');
+    if (!idToken) throw new Error('sign-in returned no ID Token');
+
+    const exchangeLoad: Load = {
+      name: 'token exchange (ID-JAG)',
+      url: `${server.url}/token`,
+      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basic(DEMO_AGENT.id, DEMO_AGENT.secret) },
+      body: new URLSearchParams({
+        grant_type: TOKEN_EXCHANGE, requested_token_type: ID_JAG, subject_token: idToken, subject_token_type: ID_TOKEN,
+        audience: TODO_AS, resource: TODO_MCP,
+      }).toString(),
+    };
+    const ccLoad: Load = {
+      name: 'client_credentials (baseline)',
+      url: `${server.url}/token`,
+      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basic(BENCH_CC.id, BENCH_CC.secret) },
+      body: new URLSearchParams({ grant_type: 'client_credentials' }).toString(),
+    };
+    // One request of each by hand first: a wrong setup fails here with the server's words, not as N non-200s.
+    for (const [load, expect] of [[exchangeLoad, 'issued_token_type'], [ccLoad, 'access_token']] as const) {
+      const res = await fetch(load.url, { method: 'POST', headers: load.headers, body: load.body });
+      const body = await res.json() as Record<string, unknown>;
+      if (res.status !== 200 || body[expect] === undefined) throw new Error(`${load.name}: ${res.status} ${JSON.stringify(body)}`);
+    }
+
+    const floor = async () => {
+      process.stderr.write(`  floor (no HTTP, one process): warm-up ${WARMUP} s, run ${DURATION} s ...`);
+      const f = await runFloor(dbFile, server!.issuer, idToken);
+      process.stderr.write(` ${Math.round(f.opsPerSec)} ops/s, ${Math.round(f.cpuUsPerOp)} µs CPU per exchange\n`);
+      floors.push(f);
+    };
+    await floor();
+
+    // A freshly started server is still compiling its hot paths: with only the per-run warm-up, the first run
+    // at 32 connections cost up to ~20% more CPU per request than the same run later. Warm both grants up
+    // once, longer, first.
+    process.stderr.write(`  server warm-up: ${2 * WARMUP} s of each grant at ${CONNECTIONS} connections ...`);
+    for (const load of WARMUP > 0 ? [exchangeLoad, ccLoad] : []) {
+      const { result } = await cannon(load, CONNECTIONS, 2 * WARMUP);
+      if (non200(result) || result.errors) throw new Error(`${load.name}: ${non200(result)} non-200 responses and ${result.errors} errors while warming up`);
+    }
+    process.stderr.write(' done\n');
+    runs.push(await measure(server, exchangeLoad, 1, smallRules));
+    runs.push(await measure(server, exchangeLoad, CONNECTIONS, smallRules));
+    runs.push(await measure(server, ccLoad, CONNECTIONS, smallRules));
+
+    // Bulk rules into the live database (the server reads rules per request; nothing to restart).
+    const bulkStarted = performance.now();
+    const bulk = openDatabase(dbFile);
+    bigRules = addSyntheticRules(bulk.sqlite, {
+      prefix: 'bulk', clients: 1000, servers: 100, demoAgentRules: Math.min(300, BIG_RULES - smallRules), rules: BIG_RULES - smallRules,
+    });
+    bulk.sqlite.pragma('wal_checkpoint(TRUNCATE)');
+    plan = rulePlan(bulk.sqlite);
+    await bulk.close();
+    console.error(`  (inserted ${(bigRules - smallRules).toLocaleString('en-US')} rules in ${Math.round(performance.now() - bulkStarted)} ms; rule lookup plan: ${plan})`);
+    runs.push(await measure(server, exchangeLoad, CONNECTIONS, bigRules));
+
+    // Back to ten rules and once more, so the comparison brackets the big run (drift shows up here).
+    const cleanup = openDatabase(dbFile);
+    const back = removeSynthetic(cleanup.sqlite, 'bulk');
+    cleanup.sqlite.pragma('wal_checkpoint(TRUNCATE)');
+    await cleanup.close();
+    runs.push(await measure(server, exchangeLoad, CONNECTIONS, back));
+    // and the floor once more, after the server runs, for the same reason
+    await floor();
+  } finally {
+    await server?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+
+  // -------------------------------------------------------------------------------------------------------
+  // report
+  const [floorBefore, floorAfter] = floors;
+  if (!floorBefore || !floorAfter || runs.length !== 5) throw new Error('a run is missing');
+  const [, ex32First, cc32, exBig, ex32Again] = runs as [RunResult, RunResult, RunResult, RunResult, RunResult];
+  // Each side of a comparison is the mean of two runs that bracket the other runs in time, so a drift of the
+  // machine (other processes, JIT, a growing audit log) weighs on both sides alike.
+  const mean = (a: number, b: number) => (a + b) / 2;
+  const ex32 = { reqPerSec: mean(ex32First.reqPerSec, ex32Again.reqPerSec), cpuUsPerReq: mean(ex32First.serverCpuUsPerReq, ex32Again.serverCpuUsPerReq) };
+  const floor = { opsPerSec: mean(floorBefore.opsPerSec, floorAfter.opsPerSec), cpuUsPerOp: mean(floorBefore.cpuUsPerOp, floorAfter.cpuUsPerOp) };
+  const ratios = {
+    exchangeVsFloor: ex32.reqPerSec / floor.opsPerSec,
+    exchangeVsClientCredentials: ex32.reqPerSec / cc32.reqPerSec,
+    bigRulesVsSmallRules: exBig.reqPerSec / ex32.reqPerSec,
+  };
+  // The same comparisons in CPU time per request: what each costs, whatever else the machine was doing.
+  const cpuRatios = {
+    exchangeVsFloor: floor.cpuUsPerOp / ex32.cpuUsPerReq,
+    exchangeVsClientCredentials: cc32.serverCpuUsPerReq / ex32.cpuUsPerReq,
+    bigRulesVsSmallRules: ex32.cpuUsPerReq / exBig.serverCpuUsPerReq,
+  };
+  const targets = [
+    { target: `exchange @${CONNECTIONS} ≥ 0.5 × floor`, ratio: ratios.exchangeVsFloor, min: 0.5 },
+    { target: `exchange @${CONNECTIONS} ≥ 0.6 × client_credentials @${CONNECTIONS}`, ratio: ratios.exchangeVsClientCredentials, min: 0.6 },
+    { target: `exchange @${CONNECTIONS}: ${bigRules.toLocaleString('en-US')} rules within 10% of ${smallRules} rules`, ratio: ratios.bigRulesVsSmallRules, min: 0.9 },
+  ].map((t) => ({ ...t, pass: t.ratio >= t.min }));
+  const errors = runs.filter(failed);
+  const loadAfter = loadavg().map((l) => Math.round(l * 100) / 100);
+  const busy = machine.loadavg[0]! > machine.cpus / 2;
+
+  const fmt = (n: number, digits = 0) => n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+  const rows: string[][] = [
+    ['scenario', 'conns', 'rules', 'req/s', 'CPU µs/req', 'GC µs/req', 'CPU load', 'mean ms', 'p50 ms', 'p99 ms', 'max ms', '200', 'non-200', 'errors'],
+    ...runs.map((r) => [r.scenario, String(r.connections), fmt(r.rules), fmt(r.reqPerSec), fmt(r.serverCpuUsPerReq), fmt(r.serverGcUsPerReq), fmt(r.serverCpuLoad, 2), fmt(r.meanMs, 2), fmt(r.p50Ms, 2), fmt(r.p99Ms, 2), fmt(r.maxMs, 1),
+      fmt(r.ok200), fmt(r.non200 + r.warmup.non200), fmt(r.errors + r.timeouts + r.warmup.errors)]),
+    ...floors.map((f, i) => [`floor: exchange work, no HTTP (ops/s, ${i ? 'after' : 'before'})`, '1', fmt(smallRules), fmt(f.opsPerSec), fmt(f.cpuUsPerOp), '-',
+      fmt(f.cpuSeconds / f.seconds, 2), fmt(f.wallUsPerOp / 1000, 2), '-', '-', '-', fmt(f.ops), '-', '-']),
+  ];
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  const line = (r: string[]) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+  const out = [
+    '',
+    `idjag benchmark — ${machine.cpus} CPUs (${machine.cpuModel}), node ${machine.node}, ${machine.platform}, load avg before ${machine.loadavg.join(' ')}`,
+    `each server run: ${WARMUP} s warm-up, then ${DURATION} s measured (autocannon in the parent, idjag in a child process); load avg after ${loadAfter.join(' ')}`,
+    ...(busy ? [`note: the machine was already busy before the bench (1-min load ${machine.loadavg[0]} on ${machine.cpus} CPUs): other processes share the cores, expect noise`] : []),
+    '',
+    line(rows[0]!),
+    line(widths.map((w) => '-'.repeat(w))),
+    ...rows.slice(1).map(line),
+    '',
+    `CPU µs/req: the server process's CPU time (all threads) per request; GC µs/req: its time in GC pauses per request; CPU load: its CPU seconds per second (1.00 = one core)`,
+    `floor: ${fmt(floor.cpuUsPerOp)} µs CPU per exchange (${fmt(1e6 / floor.cpuUsPerOp)} per CPU-second); per step, wall (µs): ${Object.entries(floorBefore.breakdownUs).map(([k, v]) => `${k} ${v}`).join(', ')}`,
+    `floor: time inside SQLite per exchange (µs per call × calls): ${floorBefore.sqlUs.map((q) => `${q.sql.split(' ').slice(0, 3).join(' ')} ${q.usPerCall}×${q.perExchange}`).join(', ')}`,
+    `rule lookup plan: ${plan}`,
+    '',
+    `targets${errors.length ? ' (not meaningful: some runs failed)' : ''}:`,
+    ...targets.map((t) => `  ${t.pass ? 'PASS' : 'MISS'}  ${t.target}: ${t.ratio.toFixed(2)}×`),
+    `  the same ratios in CPU time per request (cost of the cheaper ÷ cost of the exchange): floor ${cpuRatios.exchangeVsFloor.toFixed(2)}×,`
+      + ` client_credentials ${cpuRatios.exchangeVsClientCredentials.toFixed(2)}×, ${fmt(bigRules)} vs ${fmt(smallRules)} rules ${cpuRatios.bigRulesVsSmallRules.toFixed(2)}×`,
+    `  (exchange @${CONNECTIONS}, ${fmt(smallRules)} rules = ${fmt(ex32.reqPerSec)} req/s, mean of its runs before and after the others; floor = ${fmt(floor.opsPerSec)} ops/s,`
+      + ` mean of the two; client_credentials @${CONNECTIONS} = ${fmt(cc32.reqPerSec)} req/s; ${fmt(bigRules)} rules = ${fmt(exBig.reqPerSec)} req/s)`,
+    '',
+    errors.length ? `FAILED: ${errors.length} run(s) had non-200 responses or errors: ${errors.map((r) => `${r.scenario} @${r.connections} (${JSON.stringify(r.statusCodes)}, ${r.errors} errors)`).join('; ')}`
+      : 'every response was 200; no errors.',
+    `total ${fmt((Date.now() - startedAt) / 1000, 1)} s; JSON in test-output/bench.json`,
+    '',
+  ];
+  console.log(out.join('\n'));
+
+  writeFileSync(join(OUT, 'bench.json'), `${JSON.stringify({
+    at: new Date(startedAt).toISOString(),
+    machine: { ...machine, loadavgAfter: loadAfter },
+    settings: { durationSeconds: DURATION, warmupSeconds: WARMUP, connections: CONNECTIONS, bigRules: BIG_RULES, profile: flags.profile },
+    runs,
+    floor: { ...floor, rules: smallRules, runs: floors },
+    exchange32: { ...ex32, rules: smallRules },
+    rulePlan: plan,
+    ratios,
+    cpuRatios,
+    targets,
+    ok: errors.length === 0,
+  }, null, 2)}\n`);
+  process.exitCode = errors.length ? 1 : 0;
+}
+
+main().catch((err: unknown) => {
+  console.error('bench failed:', err instanceof Error ? err.stack ?? err.message : err);
+  process.exitCode = 1;
+});

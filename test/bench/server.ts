@@ -1,0 +1,44 @@
+/**
+ * The benchmark's server process: a real idjag on an ephemeral port over the given SQLite file, silent.
+ * Prints one JSON line `{"url": ..., "issuer": ..., "pid": ...}` once it listens; SIGTERM closes it. Spawned
+ * with an IPC channel, it answers the message 'cpu' with its CPU time so far.
+ *
+ *   node test/bench/server.ts --database /tmp/x/idjag.db
+ */
+import { PerformanceObserver } from 'node:perf_hooks';
+import { parseArgs } from 'node:util';
+import { pino } from 'pino';
+import { loadConfig } from '../../src/config/index.ts';
+import { startIdjag } from '../../src/main.ts';
+
+const { values } = parseArgs({ options: { database: { type: 'string' } }, strict: true });
+if (!values.database) {
+  console.error('usage: server.ts --database <file>');
+  process.exit(2);
+}
+
+const config = loadConfig([], {}, { port: 0, host: '127.0.0.1', database: values.database, logLevel: 'silent', seedOnEmpty: false });
+const idjag = await startIdjag(config, { log: pino({ level: 'silent' }) });
+process.stdout.write(`${JSON.stringify({ url: idjag.url, issuer: idjag.issuer, pid: process.pid })}\n`);
+
+// The parent asks for this process's CPU time (all threads, µs) and time in GC pauses (µs) around each
+// measured run, over the IPC channel.
+let gcUs = 0;
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) gcUs += e.duration * 1000;
+}).observe({ entryTypes: ['gc'] });
+process.on('message', (m: unknown) => {
+  if (m === 'cpu') {
+    const { user, system } = process.cpuUsage();
+    process.send?.({ cpuUs: user + system, gcUs });
+  }
+});
+
+const stop = () => {
+  idjag.close().then(() => process.exit(0), (err: unknown) => {
+    console.error('bench server: close failed', err);
+    process.exit(1);
+  });
+};
+process.once('SIGTERM', stop);
+process.once('SIGINT', stop);
