@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import type { DB } from '../db/index.ts';
+import type { DB, Schema } from '../db/index.ts';
+import { prepared } from '../db/prepared.ts';
 import type { AuditDecision, AuditLogTable } from '../db/schema.ts';
 
 /**
@@ -38,6 +39,16 @@ export interface DecisionRecord {
   checks: readonly unknown[];
 }
 
+// Every column, checked by the compiler against the table type: a new column cannot be forgotten here.
+const AUDIT_COLUMNS = Object.keys({
+  id: 1, at: 1, request_id: 1, decision: 1, reason: 1, explanation: 1, error: 1, client_id: 1, sub: 1, username: 1,
+  audience: 1, resources: 1, scopes_requested: 1, scopes_granted: 1, rule_id: 1, jti: 1, exp: 1, subject_token_type: 1,
+  ip: 1, user_agent: 1, duration_ms: 1, checks: 1,
+} satisfies Record<keyof AuditLogTable, 1>);
+// Written once per token exchange: prepared once.
+const insertDecision = prepared<Schema, AuditLogTable, never>((db, p) =>
+  db.insertInto('audit_log').values(Object.fromEntries(AUDIT_COLUMNS.map((c) => [c, p(c)])) as unknown as AuditLogTable));
+
 const text = (v: string | undefined, max = 2048): string | null => (v === undefined ? null : v.slice(0, max));
 const list = (v: string[] | undefined): string | null => (v === undefined ? null : JSON.stringify(v.map((s) => s.slice(0, 2048))));
 
@@ -71,6 +82,6 @@ export async function recordDecision(db: DB, r: DecisionRecord, at = Date.now())
     duration_ms: r.durationMs === undefined ? null : Math.round(r.durationMs * 1000) / 1000,
     checks: JSON.stringify(r.checks),
   };
-  await db.insertInto('audit_log').values(row).execute();
+  await insertDecision(db, row);
   return id;
 }

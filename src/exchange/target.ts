@@ -1,5 +1,6 @@
-import type { DB } from '../db/index.ts';
-import type { PolicyRulesTable } from '../db/schema.ts';
+import type { DB, Schema } from '../db/index.ts';
+import { prepared } from '../db/prepared.ts';
+import type { McpServersTable, PolicyRulesTable, ResourceServersTable } from '../db/schema.ts';
 import type { McpServerFacts, Rule, Subjects } from '../policy/index.ts';
 import type { CheckList } from './checks.ts';
 
@@ -19,20 +20,29 @@ function isResourceIndicator(value: string): boolean {
   }
 }
 
-export async function findResourceServer(db: DB, audience: string): Promise<Target['resourceServer'] | undefined> {
-  const row = await db.selectFrom('resource_servers').select(['id', 'issuer', 'name', 'enabled'])
+const resourceServerByAudience = prepared<Schema, { audience: string }, Pick<ResourceServersTable, 'id' | 'issuer' | 'name' | 'enabled'>>((db, p) =>
+  db.selectFrom('resource_servers').select(['id', 'issuer', 'name', 'enabled'])
     .where((eb) => eb.or([
-      eb('issuer', '=', audience),
-      eb('id', '=', eb.selectFrom('resource_server_aliases').select('resource_server_id').where('alias', '=', audience)),
-    ]))
-    .executeTakeFirst();
+      eb('issuer', '=', p('audience')),
+      eb('id', '=', eb.selectFrom('resource_server_aliases').select('resource_server_id').where('alias', '=', p('audience'))),
+    ])));
+
+export async function findResourceServer(db: DB, audience: string): Promise<Target['resourceServer'] | undefined> {
+  const row = (await resourceServerByAudience(db, { audience }))[0];
   return row && { ...row, enabled: Boolean(row.enabled) };
 }
 
+type McpRow = Pick<McpServersTable, 'id' | 'resource' | 'resource_server_id' | 'scopes' | 'enabled'>;
+const MCP_COLUMNS = ['id', 'resource', 'resource_server_id', 'scopes', 'enabled'] as const;
+// One resource is the common case (the MCP profile sends exactly one): that query is prepared once.
+const mcpServerByResource = prepared<Schema, { resource: string }, McpRow>((db, p) =>
+  db.selectFrom('mcp_servers').select(MCP_COLUMNS).where('resource', '=', p('resource')));
+
 export async function findMcpServers(db: DB, resources: string[]) {
   if (resources.length === 0) return [];
-  const rows = await db.selectFrom('mcp_servers').select(['id', 'resource', 'resource_server_id', 'scopes', 'enabled'])
-    .where('resource', 'in', resources).execute();
+  const rows: McpRow[] = resources.length === 1
+    ? await mcpServerByResource(db, { resource: resources[0]! })
+    : await db.selectFrom('mcp_servers').select(MCP_COLUMNS).where('resource', 'in', resources).execute();
   return rows.map((r) => ({ id: r.id, resource: r.resource, resourceServerId: r.resource_server_id, scopes: JSON.parse(r.scopes) as string[], enabled: Boolean(r.enabled) }));
 }
 
@@ -81,8 +91,10 @@ export function toRule(row: PolicyRulesTable): Rule {
  * The candidate rules: every rule of this client for this Resource AS (disabled ones too, so the decision can
  * say why). One indexed lookup on (client_id, resource_server_id), whatever the size of the table.
  */
+const rulesByClientTarget = prepared<Schema, { clientId: string; resourceServerId: string }, PolicyRulesTable>((db, p) =>
+  db.selectFrom('policy_rules').selectAll()
+    .where('client_id', '=', p('clientId')).where('resource_server_id', '=', p('resourceServerId')));
+
 export async function loadRules(db: DB, clientId: string, resourceServerId: string): Promise<Rule[]> {
-  const rows = await db.selectFrom('policy_rules').selectAll()
-    .where('client_id', '=', clientId).where('resource_server_id', '=', resourceServerId).execute();
-  return rows.map(toRule);
+  return (await rulesByClientTarget(db, { clientId, resourceServerId })).map(toRule);
 }

@@ -1,19 +1,23 @@
 import type { Account, FindAccount } from 'oidc-provider';
-import type { DB } from '../db/index.ts';
+import type { DB, Schema } from '../db/index.ts';
+import { prepared } from '../db/prepared.ts';
 import type { UsersTable } from '../db/schema.ts';
 import { verifyAgainstNothing, verifySecret } from './secrets.ts';
 
 export type User = Pick<UsersTable, 'sub' | 'username' | 'email' | 'email_verified' | 'name' | 'disabled'>;
 
+const userBySub = prepared<Schema, { sub: string }, User>((db, p) => db.selectFrom('users')
+  .select(['sub', 'username', 'email', 'email_verified', 'name', 'disabled']).where('sub', '=', p('sub')));
+
 export async function findUserBySub(db: DB, sub: string): Promise<User | undefined> {
-  return db.selectFrom('users').select(['sub', 'username', 'email', 'email_verified', 'name', 'disabled'])
-    .where('sub', '=', sub).executeTakeFirst();
+  return (await userBySub(db, { sub }))[0];
 }
 
+const groupsBySub = prepared<Schema, { sub: string }, { group_name: string }>((db, p) => db.selectFrom('group_members')
+  .select('group_name').where('user_sub', '=', p('sub')).orderBy('group_name'));
+
 export async function groupsOf(db: DB, sub: string): Promise<string[]> {
-  const rows = await db.selectFrom('group_members').select('group_name').where('user_sub', '=', sub)
-    .orderBy('group_name').execute();
-  return rows.map((r) => r.group_name);
+  return (await groupsBySub(db, { sub })).map((r) => r.group_name);
 }
 
 export type Authentication =

@@ -1,5 +1,7 @@
 import type { Adapter, AdapterPayload } from 'oidc-provider';
-import { now, type DB } from '../db/index.ts';
+import { now, type DB, type Schema } from '../db/index.ts';
+import { prepared } from '../db/prepared.ts';
+import type { ClientsTable, OidcPayloadsTable } from '../db/schema.ts';
 
 /**
  * oidc-provider's storage for every model it persists (sessions, interactions, grants, codes, tokens, replay
@@ -9,6 +11,12 @@ import { now, type DB } from '../db/index.ts';
 export function adapterFactory(db: DB) {
   return (model: string): Adapter => (model === 'Client' ? new ClientAdapter(db) : new PayloadAdapter(db, model));
 }
+
+// Both run on every token request (the client, the token or code presented): prepared once.
+const payloadById = prepared<Schema, { model: string; id: string }, Pick<OidcPayloadsTable, 'payload' | 'expires_at' | 'consumed_at'>>((db, p) =>
+  db.selectFrom('oidc_payloads').select(['payload', 'expires_at', 'consumed_at']).where('model', '=', p('model')).where('id', '=', p('id')));
+const enabledClientById = prepared<Schema, { id: string }, Pick<ClientsTable, 'metadata' | 'secret_hash'>>((db, p) =>
+  db.selectFrom('clients').select(['metadata', 'secret_hash']).where('client_id', '=', p('id')).where('disabled', '=', 0));
 
 class PayloadAdapter implements Adapter {
   readonly #db: DB;
@@ -44,8 +52,10 @@ class PayloadAdapter implements Adapter {
   }
 
   async #findBy(column: 'id' | 'uid' | 'user_code', value: string): Promise<AdapterPayload | undefined> {
-    const row = await this.#db.selectFrom('oidc_payloads').select(['payload', 'expires_at', 'consumed_at'])
-      .where('model', '=', this.#model).where(column, '=', value).executeTakeFirst();
+    const row = column === 'id'
+      ? (await payloadById(this.#db, { model: this.#model, id: value }))[0]
+      : await this.#db.selectFrom('oidc_payloads').select(['payload', 'expires_at', 'consumed_at'])
+        .where('model', '=', this.#model).where(column, '=', value).executeTakeFirst();
     if (!row || (row.expires_at !== null && row.expires_at <= now())) return undefined;
     const payload = JSON.parse(row.payload) as AdapterPayload;
     return row.consumed_at === null ? payload : { ...payload, consumed: row.consumed_at };
@@ -74,8 +84,7 @@ class ClientAdapter implements Adapter {
 
   /** The stored secret hash stands in for `client_secret`; the provider compares through compareClientSecret. */
   async find(id: string): Promise<AdapterPayload | undefined> {
-    const row = await this.#db.selectFrom('clients').select(['metadata', 'secret_hash'])
-      .where('client_id', '=', id).where('disabled', '=', 0).executeTakeFirst();
+    const row = (await enabledClientById(this.#db, { id }))[0];
     if (!row) return undefined;
     return { ...JSON.parse(row.metadata), client_id: id, ...(row.secret_hash ? { client_secret: row.secret_hash } : {}) };
   }
