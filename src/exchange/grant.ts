@@ -5,7 +5,7 @@ import { now, type DB } from '../db/index.ts';
 import { activeKey, type KeySet } from '../oidc/keys.ts';
 import { decide, type Deny } from '../policy/index.ts';
 import { CheckList, DECISION_CHECKS, ExchangeRejection, REQUEST_CHECKS } from './checks.ts';
-import { mintIdJag, type IdJagClaims } from './mint.ts';
+import { idJagClaims, mintIdJag } from './mint.ts';
 import { ID_JAG, parseRequest, requestFacts, PARAMETERS, REPEATABLE, TOKEN_EXCHANGE } from './request.ts';
 import { subjectChecks, validateSubject } from './subject.ts';
 import { loadRules, resolveTarget } from './target.ts';
@@ -117,18 +117,7 @@ export function tokenExchangeHandler(deps: ExchangeDeps) {
       checks.pass('scope', decision.scopes.join(' '));
       checks.pass('step_up');
 
-      const claims: IdJagClaims = {
-        iss: deps.issuer,
-        sub: subject.user.sub,
-        aud: target.resourceServer.issuer,
-        client_id: decision.rsClientId,
-        ...(req.resources.length === 1 ? { resource: req.resources[0]! } : req.resources.length > 1 ? { resource: req.resources } : {}),
-        scope: decision.scopes.join(' '),
-        ...(subject.authTime !== undefined ? { auth_time: subject.authTime } : {}),
-        ...(subject.amr?.length ? { amr: subject.amr } : {}),
-        ...(subject.acr ? { acr: subject.acr } : {}),
-        ...(subject.user.email ? { email: subject.user.email } : {}),
-      };
+      const claims = idJagClaims(deps.issuer, subject, target.resourceServer.issuer, req.resources, decision);
       const minted = await mintIdJag(activeKey(keys, 'id_jag'), claims, decision.lifetime, at);
       checks.pass('issue', `jti ${minted.jti}, expires ${new Date(minted.exp * 1000).toISOString()}`);
       // The audit row is written before the token leaves; if it cannot be written, the token never does.

@@ -1,6 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { importJWK, SignJWT } from 'jose';
 import type { SigningKey } from '../oidc/keys.ts';
+import type { Allow } from '../policy/index.ts';
+import type { Subject } from './subject.ts';
 
 export const ID_JAG_TYP = 'oauth-id-jag+jwt';
 
@@ -15,6 +17,22 @@ export interface IdJagClaims {
   amr?: string[];
   acr?: string;
   email?: string;
+}
+
+/** The ID-JAG's claims (draft §3) from what the exchange established: who, for which target, what policy granted. */
+export function idJagClaims(issuer: string, subject: Subject, audience: string, resources: string[], decision: Pick<Allow, 'rsClientId' | 'scopes'>): IdJagClaims {
+  return {
+    iss: issuer,
+    sub: subject.user.sub,
+    aud: audience,
+    client_id: decision.rsClientId,
+    ...(resources.length === 1 ? { resource: resources[0]! } : resources.length > 1 ? { resource: resources } : {}),
+    scope: decision.scopes.join(' '),
+    ...(subject.authTime !== undefined ? { auth_time: subject.authTime } : {}),
+    ...(subject.amr?.length ? { amr: subject.amr } : {}),
+    ...(subject.acr ? { acr: subject.acr } : {}),
+    ...(subject.user.email ? { email: subject.user.email } : {}),
+  };
 }
 
 export interface Minted {

@@ -12,7 +12,7 @@ import type Provider from 'oidc-provider';
 import { recordDecision } from '../../src/audit/index.ts';
 import { now, openDatabase } from '../../src/db/index.ts';
 import { CheckList, DECISION_CHECKS, REQUEST_CHECKS } from '../../src/exchange/checks.ts';
-import { mintIdJag, type IdJagClaims } from '../../src/exchange/mint.ts';
+import { idJagClaims, mintIdJag } from '../../src/exchange/mint.ts';
 import { ID_TOKEN, type ExchangeRequest } from '../../src/exchange/request.ts';
 import { subjectChecks, validateSubject } from '../../src/exchange/subject.ts';
 import { loadRules, resolveTarget } from '../../src/exchange/target.ts';
@@ -122,18 +122,7 @@ async function exchangeOnce(times?: Record<Step, number>): Promise<string> {
   checks.pass('scope', decision.scopes.join(' '));
   checks.pass('step_up');
   lap('decide');
-  const claims: IdJagClaims = {
-    iss: issuer,
-    sub: subject.user.sub,
-    aud: target.resourceServer.issuer,
-    client_id: decision.rsClientId,
-    resource: req.resources[0]!,
-    scope: decision.scopes.join(' '),
-    ...(subject.authTime !== undefined ? { auth_time: subject.authTime } : {}),
-    ...(subject.amr?.length ? { amr: subject.amr } : {}),
-    ...(subject.acr ? { acr: subject.acr } : {}),
-    ...(subject.user.email ? { email: subject.user.email } : {}),
-  };
+  const claims = idJagClaims(issuer, subject, target.resourceServer.issuer, req.resources, decision);
   const minted = await mintIdJag(activeKey(keys, 'id_jag'), claims, decision.lifetime, at);
   checks.pass('issue', `jti ${minted.jti}, expires ${new Date(minted.exp * 1000).toISOString()}`);
   lap('mint');
