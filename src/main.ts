@@ -15,6 +15,7 @@ import { deleteExpiredPayloads } from './oidc/adapter.ts';
 import { ProviderHost } from './oidc/host.ts';
 import { interactionRoutes } from './oidc/interactions.ts';
 import { ensureSigningKeys, purgeExpiredKeys } from './oidc/keys.ts';
+import { securityHeaders } from './web/security.ts';
 import { storedCookieKeys } from './web/settings.ts';
 import { loadViews } from './web/views.ts';
 
@@ -77,6 +78,7 @@ export async function startIdjag(config: Config, options: StartOptions = {}): Pr
     app.silent = true;
     app.use(requestLog(log));
     app.use(lastResort(log));
+    app.use(securityHeaders({ https: secure }));
     app.use(async (ctx, next) => {
       if (ctx.path === '/healthz' && ctx.method === 'GET') return health(ctx, database);
       if (ctx.path.startsWith('/assets/') && ctx.method === 'GET') return asset(ctx);
