@@ -2,6 +2,7 @@ import type { Migration } from 'kysely/migration';
 import * as m0001 from './0001_foundation.ts';
 import * as m0002 from './0002_idjag.ts';
 import * as m0003 from './0003_demo.ts';
+import * as m0004 from './0004_demo_todos.ts';
 
 /**
  * Every migration, by name. Listed statically (not read from the folder at run time) so the same list
@@ -11,4 +12,5 @@ export const migrations: Record<string, Migration> = {
   '0001_foundation': m0001,
   '0002_idjag': m0002,
   '0003_demo': m0003,
+  '0004_demo_todos': m0004,
 };

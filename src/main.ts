@@ -10,6 +10,7 @@ import { sql } from 'kysely';
 import { seedIfEmpty } from '../seed/index.ts';
 import { ConfigError, loadConfig, type Config } from './config/index.ts';
 import { migrateToLatest, openDatabase, type Database } from './db/index.ts';
+import { demoParties, type Demo } from './demo/index.ts';
 import { discoveryMetadata, exchangeMiddleware, registerTokenExchange } from './exchange/index.ts';
 import { deleteExpiredPayloads } from './oidc/adapter.ts';
 import { ProviderHost } from './oidc/host.ts';
@@ -33,6 +34,8 @@ export interface Idjag {
   host: ProviderHost;
   log: Logger;
   seeded: boolean;
+  /** the demo Resource AS and MCP server, unless started with --no-demo */
+  demo: Demo | undefined;
   close(): Promise<void>;
 }
 
@@ -55,6 +58,7 @@ export async function startIdjag(config: Config, options: StartOptions = {}): Pr
   const { port } = server.address() as AddressInfo;
   const local = ['0.0.0.0', '::', 'localhost'].includes(config.host) ? 'localhost' : config.host;
   const issuer = config.issuer ?? `http://${local.includes(':') ? `[${local}]` : local}:${port}`;
+  const url = local === 'localhost' ? `http://127.0.0.1:${port}` : issuer;
 
   const database = openDatabase(config.database);
   const { db } = database;
@@ -84,6 +88,9 @@ export async function startIdjag(config: Config, options: StartOptions = {}): Pr
       if (ctx.path.startsWith('/assets/') && ctx.method === 'GET') return asset(ctx);
       return next();
     });
+    // Steps 3 and 4 of the flow, before the provider so its catch-all never sees their paths.
+    const demo = config.demo ? demoParties({ db, issuer, url, log }) : undefined;
+    if (demo) app.use(demo.middleware);
     const interactions = interactionRoutes({ db, render, log, provider: () => host.provider });
     app.use(interactions.routes()).use(interactions.allowedMethods());
     app.use(exchangeMiddleware({ db, log }));
@@ -107,10 +114,11 @@ export async function startIdjag(config: Config, options: StartOptions = {}): Pr
       const force = setTimeout(() => server.closeAllConnections(), SHUTDOWN_GRACE_MS);
       await closed;
       clearTimeout(force);
+      await demo?.close();
       await database.close();
     })();
 
-    return { config, issuer, url: local === 'localhost' ? `http://127.0.0.1:${port}` : issuer, server, database, host, log, seeded, close };
+    return { config, issuer, url, server, database, host, log, seeded, demo, close };
   } catch (err) {
     server.close();
     await database.close();
@@ -129,7 +137,7 @@ function requestLog(log: Logger) {
       await next();
     } finally {
       // The path only: query strings can carry codes and tokens.
-      log.info({ reqId: id, method: ctx.method, path: ctx.path, status: ctx.status, ms: Math.round(performance.now() - started) }, 'request');
+      log.info({ reqId: id, method: ctx.method, path: ctx.path, status: ctx.respond === false ? ctx.res.statusCode : ctx.status, ms: Math.round(performance.now() - started) }, 'request');
     }
   };
 }
@@ -196,6 +204,10 @@ function banner(idjag: Idjag): string {
     `  jwks        ${idjag.issuer}/jwks`,
     `  health      ${idjag.issuer}/healthz`,
     `  database    ${idjag.config.database}`,
+    ...(idjag.demo ? [
+      `  demo AS     ${idjag.demo.asIssuer}  (Resource AS, JWT-bearer grant with an ID-JAG)`,
+      `  demo MCP    ${idjag.demo.mcpResource}  (todo list; try it with npm run demo:client)`,
+    ] : []),
     ...(idjag.config.production ? [] : [
       '  seeded logins (development data, see seed/seed.json):',
       '    alice / alice   (group engineering)',

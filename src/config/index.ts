@@ -16,6 +16,8 @@ const Settings = z.object({
   cookieKeys: z.array(z.string().min(16, 'each cookie key needs at least 16 characters')).optional(),
   production: z.boolean(),
   seedOnEmpty: z.boolean(),
+  /** serve the demo Resource AS and MCP server under the issuer (`/demo/as`, `/demo/mcp`) */
+  demo: z.boolean(),
 });
 
 export type Config = z.infer<typeof Settings>;
@@ -29,6 +31,7 @@ const flags = {
   'cookie-keys': { type: 'string' },
   production: { type: 'boolean' },
   'no-seed': { type: 'boolean' },
+  'no-demo': { type: 'boolean' },
 } as const;
 
 export class ConfigError extends Error {}
@@ -50,6 +53,7 @@ export function loadConfig(
     cookieKeys: cookieKeys ? cookieKeys.split(',').map((k) => k.trim()).filter(Boolean) : undefined,
     production: values.production ?? env.NODE_ENV === 'production',
     seedOnEmpty: !(values['no-seed'] ?? env.IDJAG_NO_SEED === '1'),
+    demo: !(values['no-demo'] ?? env.IDJAG_NO_DEMO === '1'),
     ...overrides,
   };
   const parsed = Settings.safeParse(raw);

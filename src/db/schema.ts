@@ -156,6 +156,16 @@ export interface DemoJtiTable {
   exp: number;
 }
 
+/** The demo MCP server's todo items, one list per `owner_sub` (the access token's `sub`). */
+export interface DemoTodosTable {
+  id: string;
+  owner_sub: string;
+  text: string;
+  /** the client (its id at the demo Resource AS) that added the item */
+  client_id: string;
+  created_at: number;
+}
+
 export interface Schema {
   resource_servers: ResourceServersTable;
   resource_server_aliases: ResourceServerAliasesTable;
@@ -170,6 +180,7 @@ export interface Schema {
   signing_keys: SigningKeysTable;
   settings: SettingsTable;
   demo_jti: DemoJtiTable;
+  demo_todos: DemoTodosTable;
 }
 
 export type { Generated };
