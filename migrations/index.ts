@@ -3,6 +3,7 @@ import * as m0001 from './0001_foundation.ts';
 import * as m0002 from './0002_idjag.ts';
 import * as m0003 from './0003_demo.ts';
 import * as m0004 from './0004_demo_todos.ts';
+import * as m0005 from './0005_admin.ts';
 
 /**
  * Every migration, by name. Listed statically (not read from the folder at run time) so the same list
@@ -13,4 +14,5 @@ export const migrations: Record<string, Migration> = {
   '0002_idjag': m0002,
   '0003_demo': m0003,
   '0004_demo_todos': m0004,
+  '0005_admin': m0005,
 };

@@ -8,6 +8,7 @@ import Koa, { type Context, type Next } from 'koa';
 import { pino, type Logger } from 'pino';
 import { sql } from 'kysely';
 import { seedIfEmpty } from '../seed/index.ts';
+import { ADMIN_API_PREFIX, createAdmin } from './admin/index.ts';
 import { ConfigError, loadConfig, type Config } from './config/index.ts';
 import { migrateToLatest, openDatabase, type Database } from './db/index.ts';
 import { demoParties, type Demo } from './demo/index.ts';
@@ -93,6 +94,8 @@ export async function startIdjag(config: Config, options: StartOptions = {}): Pr
     if (demo) app.use(demo.middleware);
     const interactions = interactionRoutes({ db, render, log, provider: () => host.provider });
     app.use(interactions.routes()).use(interactions.allowedMethods());
+    // The admin JSON API: bearer-authenticated, with its own JSON body parser on its own routes only.
+    app.use(createAdmin({ db, log, issuer, provider: () => host.provider, reloadKeys: () => host.refreshKeys() }).middleware);
     app.use(exchangeMiddleware({ db, log }));
     app.use(host.middleware);
     server.on('request', app.callback());
@@ -204,6 +207,7 @@ function banner(idjag: Idjag): string {
     `  jwks        ${idjag.issuer}/jwks`,
     `  health      ${idjag.issuer}/healthz`,
     `  database    ${idjag.config.database}`,
+    `  admin api   ${idjag.issuer}${ADMIN_API_PREFIX}  (Bearer: a client_credentials token with scope admin)`,
     ...(idjag.demo ? [
       `  demo AS     ${idjag.demo.asIssuer}  (Resource AS, JWT-bearer grant with an ID-JAG)`,
       `  demo MCP    ${idjag.demo.mcpResource}  (todo list; try it with npm run demo:client)`,
@@ -214,6 +218,7 @@ function banner(idjag: Idjag): string {
       '    bob   / bob     (group sales)',
       '    admin / admin   (group admins)',
       '    client demo-agent / demo-agent-secret  (confidential, first-party, may use token exchange)',
+      '    client idjag-admin-cli / idjag-admin-cli-secret  (client_credentials with scope admin: the admin API)',
     ]),
     '',
   ].join('\n');

@@ -166,6 +166,22 @@ export interface DemoTodosTable {
   created_at: number;
 }
 
+/** One admin change (create, update, delete...): who, what, and the entity before and after, secrets excluded. */
+export interface AdminChangesTable {
+  id: string;
+  /** epoch milliseconds */
+  at: number;
+  actor: string;
+  action: string;
+  entity: string;
+  entity_id: string;
+  /** JSON snapshot; null before a create */
+  before: string | null;
+  /** JSON snapshot; null after a delete */
+  after: string | null;
+  request_id: string | null;
+}
+
 export interface Schema {
   resource_servers: ResourceServersTable;
   resource_server_aliases: ResourceServerAliasesTable;
@@ -180,6 +196,7 @@ export interface Schema {
   signing_keys: SigningKeysTable;
   settings: SettingsTable;
   demo_jti: DemoJtiTable;
+  admin_changes: AdminChangesTable;
   demo_todos: DemoTodosTable;
 }
 

@@ -33,7 +33,7 @@ export const TTL = {
   RefreshToken: 14 * 24 * 3600,
 } as const;
 
-export const SCOPES = ['openid', 'offline_access', 'email', 'profile', 'groups'];
+export const SCOPES = ['openid', 'offline_access', 'email', 'profile', 'groups', 'admin'];
 
 // One verified-secret cache per process, shared across provider rebuilds (key rotation).
 const verifiedSecrets = new VerifiedSecretCache();

@@ -1,0 +1,250 @@
+import { Readable } from 'node:stream';
+import { bodyParser } from '@koa/bodyparser';
+import Router from '@koa/router';
+import type { Context, Next } from 'koa';
+import type Provider from 'oidc-provider';
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import type { DB } from '../db/index.ts';
+import { AuditExport, AuditPage, exportAudit, getAuditEntry, searchAudit } from './audit-query.ts';
+import { requireAdminToken, type AdminPrincipal } from './auth.ts';
+import { ChangeQuery, listChanges, type Actor } from './changes.ts';
+import {
+  ClientCreate, ClientFilter, ClientPatch, createClient, deleteClient, getClient, listClients, providerClientValidator,
+  rotateClientSecret, setClientDisabled, updateClient,
+} from './clients.ts';
+import { applyDocument, ConfigDocument, exportDocument, substitute } from './document.ts';
+import { AdminError, fromZod, parseInput } from './errors.ts';
+import { QueryBoolean } from './fields.ts';
+import {
+  addMember, createGroup, deleteGroup, getGroup, GroupDoc, GroupPatch, listGroups, MemberInput, MembersInput, removeMember, setMembers, updateGroup,
+} from './groups.ts';
+import { createRule, deleteRule, getRule, listRules, RuleDoc, RuleFilter, RulePatch, setRuleEnabled, updateRule } from './rules.ts';
+import {
+  createMcpServer, createResourceServer, deleteMcpServer, deleteResourceServer, getMcpServer, getResourceServer, listResourceServers,
+  McpServerDoc, McpServerPatch, ResourceServerDoc, ResourceServerPatch, updateMcpServer, updateResourceServer,
+} from './servers.ts';
+import { listKeys, RotateInput, rotateKeys } from './signing-keys.ts';
+import { simulate, SimulationInput } from './simulate.ts';
+import {
+  createUser, deleteUser, getUser, listUsers, PasswordReset, resetPassword, setUserDisabled, updateUser, UserCreate, UserFilter, UserPatch,
+} from './users.ts';
+
+export const ADMIN_API_PREFIX = '/admin/api';
+
+export interface AdminApiDeps {
+  db: DB;
+  log: Logger;
+  issuer: string;
+  /** the current provider (rebuilt on key rotation) */
+  provider: () => Provider;
+  /** makes this node's provider load the signing keys again (after a rotation) */
+  reloadKeys: () => Promise<unknown>;
+}
+
+/** JSON bodies only, small: this API's inputs are forms and documents, never uploads. */
+const BODY_LIMIT = '64kb';
+/** An import is a whole configuration (thousands of rules still fit). */
+const IMPORT_LIMIT = '2mb';
+
+const jsonBody = (limit: string) => {
+  const parse = bodyParser({
+    enableTypes: ['json'], jsonLimit: limit, jsonStrict: true,
+    onError(err) {
+      const status = (err as { status?: number }).status;
+      throw status === 413 ? new AdminError(413, 'invalid_request', `the body is larger than ${limit}`)
+        : new AdminError(400, 'invalid_request', `the body is not valid JSON: ${err.message}`);
+    },
+  });
+  return async (ctx: Context, next: Next) => {
+    const hasBody = Number(ctx.get('content-length') || 0) > 0 || ctx.get('transfer-encoding') !== '';
+    if (hasBody && !ctx.is('application/json')) {
+      ctx.status = 415;
+      ctx.body = { error: 'invalid_request', error_description: 'send the body as application/json' };
+      return;
+    }
+    return parse(ctx, next);
+  };
+};
+
+const body = jsonBody(BODY_LIMIT);
+const importBody = jsonBody(IMPORT_LIMIT);
+
+const query = (ctx: Context) => ({ ...ctx.query });
+const input = (ctx: Context): unknown => (ctx.request as { body?: unknown }).body ?? {};
+const param = (ctx: Context, name: string): string => (ctx as unknown as { params: Record<string, string> }).params[name]!;
+
+function actor(ctx: Context): Actor {
+  const admin = ctx.state.admin as AdminPrincipal;
+  return { actor: admin.actor, requestId: typeof ctx.state.requestId === 'string' ? ctx.state.requestId : undefined };
+}
+
+function created(ctx: Context, value: unknown): void {
+  ctx.status = 201;
+  ctx.body = value;
+}
+
+/** Admin errors become their JSON; database constraint races become 409; anything else a logged 500. */
+function errorBoundary(log: Logger) {
+  return async (ctx: Context, next: Next) => {
+    try {
+      await next();
+    } catch (err) {
+      if (err instanceof AdminError) {
+        ctx.status = err.status;
+        ctx.body = { error: err.code, error_description: err.message, ...(err.issues.length ? { issues: err.issues } : {}) };
+        return;
+      }
+      if (err instanceof z.ZodError) {
+        const e = fromZod(err);
+        ctx.status = 400;
+        ctx.body = { error: e.code, error_description: e.message, issues: e.issues };
+        return;
+      }
+      const e = err as { status?: number; expose?: boolean; message?: string; code?: string };
+      if (e.status && e.status < 500 && e.expose) {
+        ctx.status = e.status;
+        ctx.body = { error: 'invalid_request', error_description: e.message };
+        return;
+      }
+      // SQLite and PostgreSQL unique/foreign-key violations: two admins raced for the same key.
+      if (typeof e.code === 'string' && (e.code.startsWith('SQLITE_CONSTRAINT') || e.code === '23505' || e.code === '23503')) {
+        ctx.status = 409;
+        ctx.body = { error: 'conflict', error_description: 'the change conflicts with one made at the same time; reload and retry' };
+        return;
+      }
+      log.error({ err, reqId: ctx.state.requestId }, 'admin API request failed');
+      ctx.status = 500;
+      ctx.body = { error: 'server_error', error_description: 'an unexpected error occurred; it has been logged' };
+    }
+  };
+}
+
+function routes(deps: AdminApiDeps): Router {
+  const { db } = deps;
+  const validateClient = providerClientValidator(deps.provider);
+  const r = new Router({ prefix: ADMIN_API_PREFIX });
+
+  r.get('/whoami', (ctx) => {
+    const admin = ctx.state.admin as AdminPrincipal;
+    ctx.body = { actor: admin.actor, client_id: admin.clientId, scope: admin.scopes.join(' '), expires_at: admin.expiresAt === undefined ? null : new Date(admin.expiresAt * 1000).toISOString() };
+  });
+
+  // Policy rules
+  r.get('/rules', async (ctx) => { ctx.body = await listRules(db, parseInput(RuleFilter, query(ctx))); });
+  r.post('/rules', body, async (ctx) => created(ctx, await createRule(db, parseInput(RuleDoc, input(ctx)), actor(ctx))));
+  r.get('/rules/:id', async (ctx) => { ctx.body = await getRule(db, param(ctx, 'id')); });
+  r.patch('/rules/:id', body, async (ctx) => { ctx.body = await updateRule(db, param(ctx, 'id'), parseInput(RulePatch, input(ctx)), actor(ctx)); });
+  r.post('/rules/:id/enable', body, async (ctx) => { ctx.body = await setRuleEnabled(db, param(ctx, 'id'), true, actor(ctx)); });
+  r.post('/rules/:id/disable', body, async (ctx) => { ctx.body = await setRuleEnabled(db, param(ctx, 'id'), false, actor(ctx)); });
+  r.delete('/rules/:id', async (ctx) => { await deleteRule(db, param(ctx, 'id'), actor(ctx)); ctx.status = 204; });
+
+  // Clients
+  r.get('/clients', async (ctx) => { ctx.body = { items: await listClients(db, parseInput(ClientFilter, query(ctx))) }; });
+  r.post('/clients', body, async (ctx) => created(ctx, await createClient(db, parseInput(ClientCreate, input(ctx)), actor(ctx), validateClient)));
+  r.get('/clients/:id', async (ctx) => { ctx.body = await getClient(db, param(ctx, 'id')); });
+  r.patch('/clients/:id', body, async (ctx) => { ctx.body = await updateClient(db, param(ctx, 'id'), parseInput(ClientPatch, input(ctx)), actor(ctx), validateClient); });
+  r.post('/clients/:id/rotate-secret', body, async (ctx) => { ctx.body = await rotateClientSecret(db, param(ctx, 'id'), actor(ctx)); });
+  r.post('/clients/:id/enable', body, async (ctx) => { ctx.body = await setClientDisabled(db, param(ctx, 'id'), false, actor(ctx)); });
+  r.post('/clients/:id/disable', body, async (ctx) => { ctx.body = await setClientDisabled(db, param(ctx, 'id'), true, actor(ctx)); });
+  r.delete('/clients/:id', async (ctx) => { await deleteClient(db, param(ctx, 'id'), actor(ctx)); ctx.status = 204; });
+
+  // Resource authorization servers and their MCP servers
+  r.get('/resource-servers', async (ctx) => { ctx.body = { items: await listResourceServers(db) }; });
+  r.post('/resource-servers', body, async (ctx) => created(ctx, await createResourceServer(db, parseInput(ResourceServerDoc, input(ctx)), actor(ctx))));
+  r.get('/resource-servers/:id', async (ctx) => { ctx.body = await getResourceServer(db, param(ctx, 'id')); });
+  r.patch('/resource-servers/:id', body, async (ctx) => { ctx.body = await updateResourceServer(db, param(ctx, 'id'), parseInput(ResourceServerPatch, input(ctx)), actor(ctx)); });
+  r.delete('/resource-servers/:id', async (ctx) => { await deleteResourceServer(db, param(ctx, 'id'), actor(ctx)); ctx.status = 204; });
+  r.post('/resource-servers/:id/mcp-servers', body, async (ctx) => created(ctx, await createMcpServer(db, param(ctx, 'id'), parseInput(McpServerDoc, input(ctx)), actor(ctx))));
+  r.get('/mcp-servers/:id', async (ctx) => { ctx.body = await getMcpServer(db, param(ctx, 'id')); });
+  r.patch('/mcp-servers/:id', body, async (ctx) => { ctx.body = await updateMcpServer(db, param(ctx, 'id'), parseInput(McpServerPatch, input(ctx)), actor(ctx)); });
+  r.delete('/mcp-servers/:id', async (ctx) => { await deleteMcpServer(db, param(ctx, 'id'), actor(ctx)); ctx.status = 204; });
+
+  // Users and groups
+  r.get('/users', async (ctx) => { ctx.body = await listUsers(db, parseInput(UserFilter, query(ctx))); });
+  r.post('/users', body, async (ctx) => created(ctx, await createUser(db, parseInput(UserCreate, input(ctx)), actor(ctx))));
+  r.get('/users/:username', async (ctx) => { ctx.body = await getUser(db, param(ctx, 'username')); });
+  r.patch('/users/:username', body, async (ctx) => { ctx.body = await updateUser(db, param(ctx, 'username'), parseInput(UserPatch, input(ctx)), actor(ctx)); });
+  r.post('/users/:username/enable', body, async (ctx) => { ctx.body = await setUserDisabled(db, param(ctx, 'username'), false, actor(ctx)); });
+  r.post('/users/:username/disable', body, async (ctx) => { ctx.body = await setUserDisabled(db, param(ctx, 'username'), true, actor(ctx)); });
+  r.post('/users/:username/reset-password', body, async (ctx) => {
+    ctx.body = await resetPassword(db, param(ctx, 'username'), parseInput(PasswordReset, input(ctx)).password, actor(ctx));
+  });
+  r.delete('/users/:username', async (ctx) => { await deleteUser(db, param(ctx, 'username'), actor(ctx)); ctx.status = 204; });
+
+  r.get('/groups', async (ctx) => { ctx.body = { items: await listGroups(db) }; });
+  r.post('/groups', body, async (ctx) => created(ctx, await createGroup(db, parseInput(GroupDoc, input(ctx)), actor(ctx))));
+  r.get('/groups/:name', async (ctx) => { ctx.body = await getGroup(db, param(ctx, 'name')); });
+  r.patch('/groups/:name', body, async (ctx) => { ctx.body = await updateGroup(db, param(ctx, 'name'), parseInput(GroupPatch, input(ctx)), actor(ctx)); });
+  r.delete('/groups/:name', async (ctx) => { await deleteGroup(db, param(ctx, 'name'), actor(ctx)); ctx.status = 204; });
+  r.put('/groups/:name/members', body, async (ctx) => { ctx.body = await setMembers(db, param(ctx, 'name'), parseInput(MembersInput, input(ctx)).usernames, actor(ctx)); });
+  r.post('/groups/:name/members', body, async (ctx) => { ctx.body = await addMember(db, param(ctx, 'name'), parseInput(MemberInput, input(ctx)).username, actor(ctx)); });
+  r.delete('/groups/:name/members/:username', async (ctx) => { ctx.body = await removeMember(db, param(ctx, 'name'), param(ctx, 'username'), actor(ctx)); });
+
+  // The audit log and the change log
+  r.get('/audit', async (ctx) => { ctx.body = await searchAudit(db, parseInput(AuditPage, query(ctx))); });
+  r.get('/audit/export', async (ctx) => {
+    const { format, ...filter } = parseInput(AuditExport, query(ctx));
+    const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+    ctx.type = format === 'csv' ? 'text/csv; charset=utf-8' : 'application/jsonl; charset=utf-8';
+    ctx.set('Content-Disposition', `attachment; filename="idjag-audit-${stamp}.${format}"`);
+    ctx.body = Readable.from(exportAudit(db, filter, format));
+  });
+  r.get('/audit/:id', async (ctx) => { ctx.body = await getAuditEntry(db, param(ctx, 'id')); });
+  r.get('/changes', async (ctx) => { ctx.body = await listChanges(db, parseInput(ChangeQuery, query(ctx))); });
+
+  // What if
+  r.post('/simulate', body, async (ctx) => { ctx.body = await simulate(db, parseInput(SimulationInput, input(ctx))); });
+
+  // Signing keys
+  r.get('/keys', async (ctx) => { ctx.body = await listKeys(db); });
+  r.post('/keys/rotate', body, async (ctx) => { ctx.body = await rotateKeys(db, parseInput(RotateInput, input(ctx)).purposes, actor(ctx), deps.reloadKeys); });
+
+  // Policy as code
+  r.get('/export', async (ctx) => {
+    ctx.set('Content-Disposition', 'attachment; filename="idjag-config.json"');
+    ctx.body = await exportDocument(db);
+  });
+  r.post('/import', importBody, async (ctx) => {
+    const { dry_run: dryRun = false } = parseInput(z.strictObject({ dry_run: QueryBoolean.optional() }), query(ctx));
+    const doc = parseInput(ConfigDocument, substitute(input(ctx), { ISSUER: deps.issuer }));
+    const changes = await applyDocument(db, doc, { ...actor(ctx), dryRun, validateClient });
+    const summary: Record<string, number> = {};
+    for (const c of changes) summary[c.action] = (summary[c.action] ?? 0) + 1;
+    ctx.body = { dry_run: dryRun, applied: !dryRun, summary, changes };
+  });
+
+  return r;
+}
+
+/**
+ * The admin JSON API under /admin/api: bearer authentication first (nothing is parsed or routed before it),
+ * then JSON bodies on the routes that take one, then the routes. Requests outside the prefix pass through
+ * untouched, so no body parser ever runs in front of the provider.
+ */
+export function adminApiMiddleware(deps: AdminApiDeps) {
+  const router = routes(deps);
+  const stack = [
+    errorBoundary(deps.log),
+    async (ctx: Context, next: Next) => {
+      ctx.set('Cache-Control', 'no-store');
+      await next();
+    },
+    requireAdminToken(deps.provider),
+    router.routes() as unknown as (ctx: Context, next: Next) => Promise<unknown>,
+    router.allowedMethods() as unknown as (ctx: Context, next: Next) => Promise<unknown>,
+    async (ctx: Context) => {
+      ctx.status = 404;
+      ctx.body = { error: 'not_found', error_description: `no admin API endpoint ${ctx.method} ${ctx.path}` };
+    },
+  ];
+  const run = (ctx: Context, i: number): Promise<unknown> => Promise.resolve(stack[i]?.(ctx, () => run(ctx, i + 1) as Promise<void>));
+  return async (ctx: Context, next: Next) => {
+    if (ctx.path !== ADMIN_API_PREFIX && !ctx.path.startsWith(`${ADMIN_API_PREFIX}/`)) return next();
+    await run(ctx, 0);
+    // allowedMethods turns the fallback's 404 into a 405 (with Allow) when the path exists with other methods
+    if (ctx.status === 405) {
+      ctx.body = { error: 'method_not_allowed', error_description: `${ctx.method} is not allowed on ${ctx.path}; use ${ctx.response.get('Allow')}` };
+    }
+  };
+}

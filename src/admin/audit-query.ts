@@ -1,0 +1,266 @@
+import { z } from 'zod';
+import type { DB } from '../db/index.ts';
+import type { AuditDecision, AuditLogTable } from '../db/schema.ts';
+import { CHECKS_BY_NAME, type CheckRecord } from '../exchange/checks.ts';
+import { decodeCursor, encodeCursor } from './changes.ts';
+import { invalid, NotFound } from './errors.ts';
+import { findRule, type RuleView } from './rules.ts';
+
+/**
+ * Reading the token-exchange audit log: filtered, newest first, in keyset pages on (at, id) so a page deep
+ * in a million rows costs what the first one does; one entry with its whole explanation; and exports that
+ * stream the filtered set page by page.
+ *
+ * Every filter is an equality on the leading column of an index ending in (at, id) (see migrations 0002
+ * and 0005), so a page is one index range read, whichever single filter is set; combined filters read one of
+ * those ranges and test the others row by row.
+ */
+
+/** A time: epoch milliseconds, or an ISO 8601 date-time. */
+const Time = z.union([
+  z.number().int().min(0),
+  z.string().regex(/^\d{1,15}$/).transform(Number),
+  z.iso.datetime({ offset: true }).transform((s) => Date.parse(s)),
+  z.iso.date().transform((s) => Date.parse(s)),
+]);
+
+export const AuditFilter = z.strictObject({
+  /** inclusive */
+  from: Time.optional(),
+  /** exclusive */
+  to: Time.optional(),
+  decision: z.enum(['issued', 'denied', 'error']).optional(),
+  client_id: z.string().min(1).max(255).optional(),
+  /** a username (resolved to the user's sub) or a sub */
+  user: z.string().min(1).max(255).optional(),
+  /** an MCP server's resource identifier: requests that named it as their one resource */
+  resource: z.string().min(1).max(2048).optional(),
+  reason: z.string().min(1).max(100).optional(),
+});
+export type AuditFilter = z.infer<typeof AuditFilter>;
+
+export const AuditPage = AuditFilter.extend({
+  limit: z.coerce.number().int().min(1).max(500).default(50),
+  cursor: z.string().max(200).optional(),
+});
+export type AuditPage = z.infer<typeof AuditPage>;
+
+export const AuditExport = AuditFilter.extend({
+  format: z.enum(['csv', 'jsonl']),
+});
+
+export interface AuditSummary {
+  id: string;
+  at: string;
+  decision: AuditDecision;
+  reason: string;
+  error: string | null;
+  client_id: string | null;
+  sub: string | null;
+  username: string | null;
+  audience: string | null;
+  resources: string[] | null;
+  scopes_requested: string | null;
+  scopes_granted: string | null;
+  rule_ids: string[];
+  explanation: string;
+}
+
+export interface AuditCheck {
+  name: string;
+  status: 'passed' | 'failed' | 'not_reached';
+  message?: string;
+  /** where the check comes from (SPEC.md and the draft or RFC section) */
+  section?: string;
+  /** what a failure of it answers */
+  error?: string;
+}
+
+export interface AuditEntry extends AuditSummary {
+  request_id: string;
+  jti: string | null;
+  exp: string | null;
+  subject_token_type: string | null;
+  ip: string | null;
+  user_agent: string | null;
+  duration_ms: number | null;
+  checks: AuditCheck[];
+  /** the rules the decision named (the one that matched, for an issued token), as they are now; null when deleted since */
+  rules: { id: string; rule: RuleView | null }[];
+}
+
+const SUMMARY_COLUMNS = ['id', 'at', 'decision', 'reason', 'error', 'client_id', 'sub', 'username', 'audience', 'resources',
+  'scopes_requested', 'scopes_granted', 'rule_id', 'explanation'] as const;
+
+/** The `resources` column exactly as the exchange writes it for a one-resource request (src/audit/index.ts). */
+const oneResource = (resource: string) => JSON.stringify([resource.slice(0, 2048)]);
+
+/** A username becomes the user's sub (the indexed column); anything else is taken as a sub. */
+async function subFor(db: DB, user: string): Promise<string> {
+  const row = await db.selectFrom('users').select('sub').where('username', '=', user).executeTakeFirst();
+  return row?.sub ?? user;
+}
+
+/**
+ * The page query, built but not run: the API runs it, and the index test runs EXPLAIN QUERY PLAN on it.
+ * Newest first; `after` is the last row of the previous page.
+ */
+export async function auditQuery(db: DB, f: AuditFilter, after?: { at: number; id: string }) {
+  let q = db.selectFrom('audit_log');
+  if (f.decision !== undefined) q = q.where('decision', '=', f.decision);
+  if (f.client_id !== undefined) q = q.where('client_id', '=', f.client_id);
+  if (f.user !== undefined) q = q.where('sub', '=', await subFor(db, f.user));
+  if (f.resource !== undefined) q = q.where('resources', '=', oneResource(f.resource));
+  if (f.reason !== undefined) q = q.where('reason', '=', f.reason);
+  if (f.from !== undefined) q = q.where('at', '>=', f.from);
+  // One upper bound, the tighter of `to` and the cursor: with both, SQLite would seek on `to` and walk every
+  // row down to the cursor, so a deep page in a time range would cost its depth.
+  if (after && (f.to === undefined || after.at < f.to)) q = q.where((eb) => eb(eb.refTuple('at', 'id'), '<', eb.tuple(after.at, after.id)));
+  else if (f.to !== undefined) q = q.where('at', '<', f.to);
+  return q.orderBy('at', 'desc').orderBy('id', 'desc');
+}
+
+const list = (json: string | null): string[] | null => (json === null ? null : JSON.parse(json) as string[]);
+
+function toSummary(r: Pick<AuditLogTable, (typeof SUMMARY_COLUMNS)[number]>): AuditSummary {
+  return {
+    id: r.id,
+    at: new Date(r.at).toISOString(),
+    decision: r.decision,
+    reason: r.reason,
+    error: r.error,
+    client_id: r.client_id,
+    sub: r.sub,
+    username: r.username,
+    audience: r.audience,
+    resources: list(r.resources),
+    scopes_requested: r.scopes_requested,
+    scopes_granted: r.scopes_granted,
+    rule_ids: r.rule_id ? r.rule_id.split(',') : [],
+    explanation: r.explanation,
+  };
+}
+
+/** Exactly the query one page runs (one row more than the page, to know whether another follows). */
+export async function auditPageQuery(db: DB, p: AuditPage) {
+  const after = p.cursor === undefined ? undefined : decodeCursor(p.cursor);
+  return (await auditQuery(db, p, after)).select(SUMMARY_COLUMNS).limit(p.limit + 1);
+}
+
+export async function searchAudit(db: DB, p: AuditPage): Promise<{ items: AuditSummary[]; next_cursor: string | null }> {
+  const rows = await (await auditPageQuery(db, p)).execute();
+  const page = rows.slice(0, p.limit);
+  const last = page.at(-1);
+  return { items: page.map(toSummary), next_cursor: rows.length > p.limit && last ? encodeCursor(last.at, last.id) : null };
+}
+
+function expandChecks(json: string): AuditCheck[] {
+  return (JSON.parse(json) as CheckRecord[]).map((c) => {
+    const def = CHECKS_BY_NAME.get(c.name);
+    return { ...c, ...(def ? { section: def.section, error: def.error } : {}) };
+  });
+}
+
+/** One decision with everything it recorded: each check (passed, failed, not reached) and the rules it named. */
+export async function getAuditEntry(db: DB, id: string): Promise<AuditEntry> {
+  if (!/^[0-9a-f-]{36}$/.test(id)) throw invalid(['id'], 'not an audit entry id');
+  const r = await db.selectFrom('audit_log').selectAll().where('id', '=', id).executeTakeFirst();
+  if (!r) throw new NotFound('audit entry', id);
+  const summary = toSummary(r);
+  return {
+    ...summary,
+    request_id: r.request_id,
+    jti: r.jti,
+    exp: r.exp === null ? null : new Date(r.exp * 1000).toISOString(),
+    subject_token_type: r.subject_token_type,
+    ip: r.ip,
+    user_agent: r.user_agent,
+    duration_ms: r.duration_ms,
+    checks: expandChecks(r.checks),
+    rules: await Promise.all(summary.rule_ids.map(async (ruleId) => ({ id: ruleId, rule: (await findRule(db, ruleId)) ?? null }))),
+  };
+}
+
+const EXPORT_PAGE = 1000;
+
+/**
+ * Every row of the filtered set, newest first, one keyset page at a time. Not a single streaming cursor:
+ * with one SQLite connection, an open cursor would hold it for as long as the slowest download, and every
+ * token exchange (which writes an audit row) would wait; between pages the connection is free.
+ */
+export async function* auditRows(db: DB, f: AuditFilter, pageSize = EXPORT_PAGE): AsyncGenerator<AuditLogTable> {
+  let after: { at: number; id: string } | undefined;
+  for (;;) {
+    const rows = await (await auditQuery(db, f, after)).selectAll().limit(pageSize).execute();
+    yield* rows;
+    const last = rows.at(-1);
+    if (rows.length < pageSize || !last) return;
+    after = { at: last.at, id: last.id };
+  }
+}
+
+export const CSV_COLUMNS = ['id', 'time', 'decision', 'reason', 'error', 'client_id', 'sub', 'username', 'audience', 'resources',
+  'scopes_requested', 'scopes_granted', 'rule_ids', 'failed_check', 'jti', 'subject_token_type', 'ip', 'user_agent', 'duration_ms', 'explanation'] as const;
+
+/**
+ * RFC 4180 quoting, and cells that a spreadsheet would run as a formula (= + - @, tab, CR first) prefixed
+ * with a quote: audit cells hold request-supplied text (user agents, scopes, audiences).
+ */
+export function csvCell(value: unknown): string {
+  if (value === null || value === undefined) return '';
+  let s = String(value);
+  if (/^[=+\-@\t\r]/.test(s)) s = `'${s}`;
+  return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+}
+
+export function csvLine(r: AuditLogTable): string {
+  const failed = (JSON.parse(r.checks) as CheckRecord[]).find((c) => c.status === 'failed')?.name;
+  const cells: Record<(typeof CSV_COLUMNS)[number], unknown> = {
+    id: r.id,
+    time: new Date(r.at).toISOString(),
+    decision: r.decision,
+    reason: r.reason,
+    error: r.error,
+    client_id: r.client_id,
+    sub: r.sub,
+    username: r.username,
+    audience: r.audience,
+    resources: list(r.resources)?.join(' '),
+    scopes_requested: r.scopes_requested,
+    scopes_granted: r.scopes_granted,
+    rule_ids: r.rule_id?.split(',').join(' '),
+    failed_check: failed,
+    jti: r.jti,
+    subject_token_type: r.subject_token_type,
+    ip: r.ip,
+    user_agent: r.user_agent,
+    duration_ms: r.duration_ms,
+    explanation: r.explanation,
+  };
+  return `${CSV_COLUMNS.map((c) => csvCell(cells[c])).join(',')}\r\n`;
+}
+
+export function jsonLine(r: AuditLogTable): string {
+  return `${JSON.stringify({
+    ...r,
+    time: new Date(r.at).toISOString(),
+    resources: list(r.resources),
+    rule_ids: r.rule_id ? r.rule_id.split(',') : [],
+    checks: JSON.parse(r.checks) as CheckRecord[],
+  })}\n`;
+}
+
+/** The export as text chunks (one per page), for a streamed HTTP body. */
+export async function* exportAudit(db: DB, f: AuditFilter, format: 'csv' | 'jsonl'): AsyncGenerator<string> {
+  if (format === 'csv') yield `${CSV_COLUMNS.join(',')}\r\n`;
+  let chunk = '';
+  let n = 0;
+  for await (const row of auditRows(db, f)) {
+    chunk += format === 'csv' ? csvLine(row) : jsonLine(row);
+    if (++n % EXPORT_PAGE === 0) {
+      yield chunk;
+      chunk = '';
+    }
+  }
+  if (chunk) yield chunk;
+}
