@@ -77,7 +77,7 @@ export async function startIdjag(config: Config, options: StartOptions = {}): Pr
     const host = await ProviderHost.create({
       db, issuer, cookieKeys, render, log, secure,
       discovery: discoveryMetadata,
-      extend: (provider, keys) => registerTokenExchange(provider, { db, issuer, log, keys: () => keys }),
+      extend: (provider, keys) => registerTokenExchange(provider, { db, issuer, log, errors: config.errors, keys: () => keys }),
     });
     const app = new Koa({ keys: cookieKeys, proxy: secure && config.production });
     app.silent = true;
@@ -96,7 +96,7 @@ export async function startIdjag(config: Config, options: StartOptions = {}): Pr
     app.use(interactions.routes()).use(interactions.allowedMethods());
     // The admin JSON API: bearer-authenticated, with its own JSON body parser on its own routes only.
     app.use(createAdmin({ db, log, issuer, provider: () => host.provider, reloadKeys: () => host.refreshKeys() }).middleware);
-    app.use(exchangeMiddleware({ db, log }));
+    app.use(exchangeMiddleware({ db, log, errors: config.errors }));
     app.use(host.middleware);
     server.on('request', app.callback());
 

@@ -16,6 +16,8 @@ const Settings = z.object({
   cookieKeys: z.array(z.string().min(16, 'each cookie key needs at least 16 characters')).optional(),
   production: z.boolean(),
   seedOnEmpty: z.boolean(),
+  /** error_description detail at the token exchange: verbose (default in development) or minimal (default in production) */
+  errors: z.enum(['verbose', 'minimal']),
   /** serve the demo Resource AS and MCP server under the issuer (`/demo/as`, `/demo/mcp`) */
   demo: z.boolean(),
 });
@@ -32,6 +34,7 @@ const flags = {
   production: { type: 'boolean' },
   'no-seed': { type: 'boolean' },
   'no-demo': { type: 'boolean' },
+  errors: { type: 'string' },
 } as const;
 
 export class ConfigError extends Error {}
@@ -54,6 +57,7 @@ export function loadConfig(
     production: values.production ?? env.NODE_ENV === 'production',
     seedOnEmpty: !(values['no-seed'] ?? env.IDJAG_NO_SEED === '1'),
     demo: !(values['no-demo'] ?? env.IDJAG_NO_DEMO === '1'),
+    errors: values.errors ?? env.IDJAG_ERRORS ?? ((values.production ?? env.NODE_ENV === 'production') ? 'minimal' : 'verbose'),
     ...overrides,
   };
   const parsed = Settings.safeParse(raw);

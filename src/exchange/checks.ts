@@ -84,6 +84,32 @@ export interface CheckRecord {
   message?: string;
 }
 
+/** How much an error_description says: everything that helps fix the request, or a terse line for production. */
+export type ErrorDetail = 'verbose' | 'minimal';
+
+const MINIMAL: Record<ExchangeErrorCode, string> = {
+  invalid_request: 'the request is malformed',
+  invalid_client: 'client authentication failed',
+  unauthorized_client: 'this client may not use token exchange for ID-JAGs',
+  invalid_grant: 'the subject token is not valid',
+  invalid_target: 'the requested audience or resource is not available to this client',
+  invalid_scope: 'none of the requested scopes may be granted',
+  insufficient_user_authentication: 'the user must sign in again',
+  temporarily_unavailable: 'the IdP could not decide; retry shortly',
+};
+
+/**
+ * The error_description: verbose names what was wrong, the failed check and the spec sections behind it;
+ * minimal says only which kind of thing was wrong and the check's name. Neither discloses policy: the
+ * descriptions handed in here were written for the client (SPEC.md, draft §9.4).
+ */
+export function describeFailure(detail: ErrorDetail, error: ExchangeErrorCode, check: string, description: string): string {
+  const def = CHECKS_BY_NAME.get(check);
+  return detail === 'minimal'
+    ? `${MINIMAL[error]} (failed check: ${check})`
+    : `${description} (failed check: ${check}${def ? `; ${def.section}` : ''})`;
+}
+
 /** A failed check, thrown out of the steps and caught once, at the grant. */
 export class ExchangeRejection extends Error {
   readonly check: string;

@@ -4,7 +4,7 @@ import { recordDecision, type DecisionRecord } from '../audit/index.ts';
 import { now, type DB } from '../db/index.ts';
 import { activeKey, type KeySet } from '../oidc/keys.ts';
 import { decide, type Deny } from '../policy/index.ts';
-import { CheckList, DECISION_CHECKS, ExchangeRejection, REQUEST_CHECKS } from './checks.ts';
+import { CheckList, DECISION_CHECKS, describeFailure, ExchangeRejection, REQUEST_CHECKS, type ErrorDetail } from './checks.ts';
 import { idJagClaims, mintIdJag } from './mint.ts';
 import { ID_JAG, parseRequest, requestFacts, PARAMETERS, REPEATABLE, TOKEN_EXCHANGE } from './request.ts';
 import { subjectChecks, validateSubject } from './subject.ts';
@@ -18,6 +18,8 @@ export interface ExchangeDeps {
   db: DB;
   issuer: string;
   log: Logger;
+  /** how much error_description says (verbose in development, minimal in production) */
+  errors: ErrorDetail;
   keys: () => KeySet;
 }
 
@@ -136,7 +138,7 @@ export function tokenExchangeHandler(deps: ExchangeDeps) {
       if (err instanceof ExchangeRejection) {
         if (err.maxAge !== undefined) state.maxAge = err.maxAge;
         await auditOrFailClosed(deps.log, () => audit({ decision: 'denied', reason: err.reason, explanation: err.explanation, error: err.error }));
-        throw providerError(err.error, err.description);
+        throw providerError(err.error, describeFailure(deps.errors, err.error, err.check, err.description));
       }
       deps.log.error({ err, reqId: record.requestId }, 'token exchange failed');
       if (!state.audited) {

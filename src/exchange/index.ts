@@ -2,7 +2,7 @@ import type { Context, Next } from 'koa';
 import type Provider from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import { recordDecision } from '../audit/index.ts';
-import { CheckList, REQUEST_CHECKS } from './checks.ts';
+import { CheckList, describeFailure, REQUEST_CHECKS, type ExchangeErrorCode } from './checks.ts';
 import { dupes, exchangeState, grantType, parameters, recordBase, tokenExchangeHandler, type ExchangeDeps } from './grant.ts';
 import { ID_JAG, TOKEN_EXCHANGE } from './request.ts';
 
@@ -33,7 +33,7 @@ export const discoveryMetadata = {
  * And MCP clients discover the token endpoint from RFC 8414 metadata: serve the OpenID discovery document
  * there too.
  */
-export function exchangeMiddleware(deps: Pick<ExchangeDeps, 'db' | 'log'>) {
+export function exchangeMiddleware(deps: Pick<ExchangeDeps, 'db' | 'log' | 'errors'>) {
   return async (ctx: Context, next: Next) => {
     if (ctx.method === 'GET' && ctx.path === '/.well-known/oauth-authorization-server') {
       ctx.path = '/.well-known/openid-configuration';
@@ -59,6 +59,7 @@ export function exchangeMiddleware(deps: Pick<ExchangeDeps, 'db' | 'log'>) {
     const checks = new CheckList(REQUEST_CHECKS);
     const description = answered.error_description ?? answered.error;
     const failed = answered.error === 'invalid_client' ? 'client_authentication' : 'request_syntax';
+    ctx.body = { ...answered, error_description: describeFailure(deps.errors, answered.error as ExchangeErrorCode, failed, description) };
     // only when the provider got as far as an authenticated client (a malformed or missing client auth is invalid_request too)
     if (failed === 'request_syntax' && oidc.client) checks.pass('client_authentication');
     try {
