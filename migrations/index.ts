@@ -4,6 +4,7 @@ import * as m0002 from './0002_idjag.ts';
 import * as m0003 from './0003_demo.ts';
 import * as m0004 from './0004_demo_todos.ts';
 import * as m0005 from './0005_admin.ts';
+import * as m0006 from './0006_audit_warnings.ts';
 
 /**
  * Every migration, by name. Listed statically (not read from the folder at run time) so the same list
@@ -15,4 +16,5 @@ export const migrations: Record<string, Migration> = {
   '0003_demo': m0003,
   '0004_demo_todos': m0004,
   '0005_admin': m0005,
+  '0006_audit_warnings': m0006,
 };

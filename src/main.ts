@@ -10,6 +10,7 @@ import { sql } from 'kysely';
 import { seedIfEmpty } from '../seed/index.ts';
 import { ADMIN_API_PREFIX, createAdmin } from './admin/index.ts';
 import { ConfigError, loadConfig, type Config } from './config/index.ts';
+import { clientViewRoutes } from './conformance/client-view.ts';
 import { migrateToLatest, openDatabase, type Database } from './db/index.ts';
 import { demoParties, type Demo } from './demo/index.ts';
 import { discoveryMetadata, exchangeMiddleware, registerTokenExchange } from './exchange/index.ts';
@@ -92,6 +93,8 @@ export async function startIdjag(config: Config, options: StartOptions = {}): Pr
     // Steps 3 and 4 of the flow, before the provider so its catch-all never sees their paths.
     const demo = config.demo ? demoParties({ db, issuer, url, log }) : undefined;
     if (demo) app.use(demo.middleware);
+    const clientView = clientViewRoutes({ db, render });
+    app.use(clientView.routes()).use(clientView.allowedMethods());
     const interactions = interactionRoutes({ db, render, log, provider: () => host.provider });
     app.use(interactions.routes()).use(interactions.allowedMethods());
     // The admin JSON API: bearer-authenticated, with its own JSON body parser on its own routes only.

@@ -89,7 +89,7 @@ test('the detail view has every check, passed or failed, with its section, and t
   const [denied] = await items('?reason=subject_not_allowed');
   const bob = (await api.get(`/audit/${denied!.id}`)).body;
   const failed = bob.checks.filter((c: { status: string }) => c.status === 'failed');
-  expect(failed).toEqual([expect.objectContaining({ name: 'policy', error: 'invalid_target', message: expect.stringContaining('engineering-todo') })]);
+  expect(failed).toEqual([expect.objectContaining({ name: 'policy', error: 'invalid_target', message: expect.stringMatching(/^this user may not use client demo-agent/), explanation: expect.stringContaining('engineering-todo') })]);
   expect(bob.checks.filter((c: { status: string }) => c.status === 'not_reached').map((c: { name: string }) => c.name)).toEqual(['scope', 'step_up', 'issue']);
   expect(bob.rules[0].id).toBe('engineering-todo');
 

@@ -69,7 +69,10 @@ export interface AuditSummary {
 export interface AuditCheck {
   name: string;
   status: 'passed' | 'failed' | 'not_reached';
+  /** what the client was told */
   message?: string;
+  /** what only the admin sees, when it says more (rule ids, groups) */
+  explanation?: string;
   /** where the check comes from (SPEC.md and the draft or RFC section) */
   section?: string;
   /** what a failure of it answers */

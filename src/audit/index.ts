@@ -37,13 +37,14 @@ export interface DecisionRecord {
   userAgent?: string | undefined;
   durationMs?: number | undefined;
   checks: readonly unknown[];
+  warnings?: readonly unknown[] | undefined;
 }
 
 // Every column, checked by the compiler against the table type: a new column cannot be forgotten here.
 const AUDIT_COLUMNS = Object.keys({
   id: 1, at: 1, request_id: 1, decision: 1, reason: 1, explanation: 1, error: 1, client_id: 1, sub: 1, username: 1,
   audience: 1, resources: 1, scopes_requested: 1, scopes_granted: 1, rule_id: 1, jti: 1, exp: 1, subject_token_type: 1,
-  ip: 1, user_agent: 1, duration_ms: 1, checks: 1,
+  ip: 1, user_agent: 1, duration_ms: 1, checks: 1, warnings: 1,
 } satisfies Record<keyof AuditLogTable, 1>);
 // Written once per token exchange: prepared once.
 const insertDecision = prepared<Schema, AuditLogTable, never>((db, p) =>
@@ -81,6 +82,7 @@ export async function recordDecision(db: DB, r: DecisionRecord, at = Date.now())
     user_agent: text(r.userAgent, 512),
     duration_ms: r.durationMs === undefined ? null : Math.round(r.durationMs * 1000) / 1000,
     checks: JSON.stringify(r.checks),
+    warnings: r.warnings?.length ? JSON.stringify(r.warnings) : null,
   };
   await insertDecision(db, row);
   return id;

@@ -148,6 +148,8 @@ export interface AuditLogTable {
   duration_ms: number | null;
   /** JSON array of the checks the decision ran */
   checks: string;
+  /** JSON array of lint warnings (discouraged but accepted usage); null when none */
+  warnings: string | null;
 }
 
 /** ID-JAG `jti`s the demo Resource AS has accepted, kept until `exp` (epoch seconds) against replay. */

@@ -16,7 +16,10 @@ export interface CheckDef {
 
 export interface CheckResult extends CheckDef {
   status: CheckStatus;
+  /** what the client may read (its own diagnostics view shows it) */
   message?: string;
+  /** what only the admin may read, when it says more than `message` (rule ids, groups) */
+  explanation?: string;
 }
 
 export type ExchangeErrorCode =
@@ -82,6 +85,7 @@ export interface CheckRecord {
   name: string;
   status: CheckStatus;
   message?: string;
+  explanation?: string;
 }
 
 /** How much an error_description says: everything that helps fix the request, or a terse line for production. */
@@ -144,17 +148,19 @@ export class CheckList {
     for (const d of defs) this.#results.push({ ...d, status: 'not_reached' });
   }
 
-  pass(name: string, message?: string): void {
+  pass(name: string, message?: string, explanation?: string): void {
     const r = this.#get(name);
     r.status = 'passed';
     if (message !== undefined) r.message = message;
+    if (explanation !== undefined && explanation !== message) r.explanation = explanation;
   }
 
   /** Marks the check failed and throws the rejection the grant answers with. */
   fail(name: string, description: string, opts: ConstructorParameters<typeof ExchangeRejection>[2] = {}): never {
     const r = this.#get(name);
     r.status = 'failed';
-    r.message = opts.explanation ?? description;
+    r.message = description;
+    if (opts.explanation !== undefined && opts.explanation !== description) r.explanation = opts.explanation;
     throw new ExchangeRejection(r, description, opts);
   }
 
@@ -174,7 +180,9 @@ export class CheckList {
 
   /** The compact form written to the audit log (the section and error code follow from the name). */
   get record(): CheckRecord[] {
-    return this.#results.map(({ name, status, message }) => (message === undefined ? { name, status } : { name, status, message }));
+    return this.#results.map(({ name, status, message, explanation }) => ({
+      name, status, ...(message === undefined ? {} : { message }), ...(explanation === undefined ? {} : { explanation }),
+    }));
   }
 
   #get(name: string): CheckResult {

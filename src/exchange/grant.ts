@@ -5,6 +5,7 @@ import { now, type DB } from '../db/index.ts';
 import { activeKey, type KeySet } from '../oidc/keys.ts';
 import { decide, type Deny } from '../policy/index.ts';
 import { CheckList, DECISION_CHECKS, describeFailure, ExchangeRejection, REQUEST_CHECKS, type ErrorDetail } from './checks.ts';
+import { lintRequest, lintTarget, type Warning } from './lint.ts';
 import { idJagClaims, mintIdJag } from './mint.ts';
 import { ID_JAG, parseRequest, requestFacts, PARAMETERS, REPEATABLE, TOKEN_EXCHANGE } from './request.ts';
 import { subjectChecks, validateSubject } from './subject.ts';
@@ -33,7 +34,7 @@ export interface ExchangeState {
 export const exchangeState = (ctx: { state: Record<string, unknown> }): ExchangeState =>
   (ctx.state.exchange ??= { started: performance.now() }) as ExchangeState;
 
-export type RecordBase = Omit<DecisionRecord, 'decision' | 'reason' | 'explanation' | 'checks'>;
+export type RecordBase = Omit<DecisionRecord, 'decision' | 'reason' | 'explanation' | 'checks' | 'warnings'> & { warnings?: Warning[] };
 
 /** What every audit row of a token-exchange request says about the request, whatever its outcome. */
 export function recordBase(ctx: KoaContextWithOIDC): RecordBase {
@@ -87,6 +88,7 @@ export function tokenExchangeHandler(deps: ExchangeDeps) {
     try {
       checks.pass('request_syntax');
       const req = parseRequest(ctx, checks);
+      record.warnings = lintRequest(ctx, req);
       checks.plan(subjectChecks(req.subjectTokenType));
       checks.plan(DECISION_CHECKS);
       const keys = deps.keys();
@@ -95,6 +97,7 @@ export function tokenExchangeHandler(deps: ExchangeDeps) {
       record.username = subject.user.username;
 
       const target = await resolveTarget(deps.db, checks, req.audience, req.resources);
+      record.warnings = [...record.warnings, ...lintTarget(req, target)];
       const rules = await loadRules(deps.db, req.clientId, target.resourceServer.id);
       const decision = decide({
         client: { id: req.clientId, enabled: true },
@@ -115,7 +118,7 @@ export function tokenExchangeHandler(deps: ExchangeDeps) {
           ...(decision.maxAge !== undefined ? { maxAge: decision.maxAge } : {}),
         });
       }
-      checks.pass('policy', decision.explanation);
+      checks.pass('policy', 'allowed', decision.explanation);
       checks.pass('scope', decision.scopes.join(' '));
       checks.pass('step_up');
 

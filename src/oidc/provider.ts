@@ -1,4 +1,4 @@
-import Provider, { type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import Provider, { errors, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Logger } from 'pino';
 import type { DB } from '../db/index.ts';
 import type { Render } from '../web/views.ts';
@@ -83,8 +83,17 @@ export function buildProvider(deps: ProviderDeps): Provider {
     features: {
       devInteractions: { enabled: false },
       clientCredentials: { enabled: true },
-      introspection: { enabled: true },
-      revocation: { enabled: true },
+      // A client may introspect and revoke the tokens issued to it, and no one else's.
+      introspection: { enabled: true, allowedPolicy: async (_ctx, client, token) => token.clientId === client.clientId },
+      revocation: { enabled: true, allowedPolicy: async (_ctx, client, token) => token.clientId === client.clientId },
+      // This IdP's access tokens are for itself only (userinfo, the admin API): no other resource server.
+      resourceIndicators: {
+        enabled: true,
+        defaultResource: async () => undefined,
+        getResourceServerInfo: async (_ctx, resource) => {
+          throw new errors.InvalidTarget(`this IdP issues access tokens for itself only, not for ${resource}`);
+        },
+      },
       userinfo: { enabled: true },
       rpInitiatedLogout: {
         enabled: true,

@@ -1,0 +1,135 @@
+import Router from '@koa/router';
+import type { Context } from 'koa';
+import type { DB } from '../db/index.ts';
+import { CHECKS_BY_NAME, type CheckRecord } from '../exchange/checks.ts';
+import { VerifiedSecretCache } from '../oidc/secrets.ts';
+import type { Render } from '../web/views.ts';
+
+const verified = new VerifiedSecretCache();
+const DEFAULT_LIMIT = 50;
+const MAX_LIMIT = 200;
+
+export interface ClientViewDeps {
+  db: DB;
+  render: Render;
+}
+
+/** Basic credentials from the Authorization header (RFC 6749 §2.3.1: form-urlencoded id and secret). */
+function basicCredentials(header: string): { id: string; secret: string } | undefined {
+  const m = /^Basic ([A-Za-z0-9+/=]+)$/i.exec(header);
+  if (!m) return undefined;
+  const decoded = Buffer.from(m[1]!, 'base64').toString('utf8');
+  const i = decoded.indexOf(':');
+  if (i < 1) return undefined;
+  try {
+    const unescape = (s: string) => decodeURIComponent(s.replace(/\+/g, '%20'));
+    return { id: unescape(decoded.slice(0, i)), secret: unescape(decoded.slice(i + 1)) };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Who is asking: the client whose id and secret these are, or why not. */
+async function authenticate(db: DB, header: string): Promise<{ clientId: string } | { status: 401; message: string }> {
+  const creds = basicCredentials(header);
+  if (!creds) return { status: 401, message: 'authenticate with your client id and secret (HTTP Basic, as at the token endpoint)' };
+  const row = await db.selectFrom('clients').select(['secret_hash', 'disabled']).where('client_id', '=', creds.id).executeTakeFirst();
+  if (!row || row.disabled || !row.secret_hash || !(await verified.verify(creds.secret, row.secret_hash))) {
+    return { status: 401, message: 'client authentication failed (this view accepts clients with a client secret)' };
+  }
+  return { clientId: creds.id };
+}
+
+export interface Attempt {
+  id: string;
+  at: string;
+  decision: string;
+  error: string | null;
+  failed_check: string | null;
+  message: string | null;
+  subject_token_type: string | null;
+  sub: string | null;
+  audience: string | null;
+  resources: string[];
+  scopes_requested: string | null;
+  scopes_granted: string | null;
+  jti: string | null;
+  checks: { name: string; status: string; section: string; message?: string }[];
+  warnings: { code: string; message: string; section: string }[];
+}
+
+interface AttemptRow {
+  id: string; at: number; decision: string; error: string | null; subject_token_type: string | null; sub: string | null;
+  audience: string | null; resources: string | null; scopes_requested: string | null; scopes_granted: string | null;
+  jti: string | null; checks: string; warnings: string | null;
+}
+
+/**
+ * What a client may see of its own attempts: the checks and their client-facing messages, the warnings.
+ * Not the admin's explanations, rule ids or anything else that would disclose policy (draft §9.4).
+ */
+function toAttempt(row: AttemptRow): Attempt {
+  const checks = (JSON.parse(row.checks) as CheckRecord[]).map((c) => ({
+    name: c.name, status: c.status, section: CHECKS_BY_NAME.get(c.name)?.section ?? '', ...(c.message === undefined ? {} : { message: c.message }),
+  }));
+  const failed = checks.find((c) => c.status === 'failed');
+  return {
+    id: row.id,
+    at: new Date(row.at).toISOString(),
+    decision: row.decision,
+    error: row.error,
+    failed_check: failed?.name ?? null,
+    message: failed?.message ?? null,
+    subject_token_type: row.subject_token_type,
+    sub: row.sub,
+    audience: row.audience,
+    resources: row.resources ? JSON.parse(row.resources) as string[] : [],
+    scopes_requested: row.scopes_requested,
+    scopes_granted: row.scopes_granted,
+    jti: row.jti,
+    checks,
+    warnings: row.warnings ? JSON.parse(row.warnings) as Attempt['warnings'] : [],
+  };
+}
+
+export async function recentAttempts(db: DB, clientId: string, limit = DEFAULT_LIMIT): Promise<Attempt[]> {
+  const rows = await db.selectFrom('audit_log')
+    .select(['id', 'at', 'decision', 'error', 'subject_token_type', 'sub', 'audience', 'resources', 'scopes_requested', 'scopes_granted', 'jti', 'checks', 'warnings'])
+    .where('client_id', '=', clientId).orderBy('at', 'desc').orderBy('id', 'desc').limit(limit).execute();
+  return rows.map(toAttempt);
+}
+
+const wantsJson = (ctx: Context) => ctx.query.format === 'json' || ctx.accepts('html', 'json') === 'json';
+
+/**
+ * `GET /conformance/clients/{client_id}`: a client author sees their own client's recent token-exchange
+ * attempts, each with its check list and warnings, authenticated with that client's own credentials.
+ */
+export function clientViewRoutes(deps: ClientViewDeps): Router {
+  const router = new Router({ prefix: '/conformance/clients' });
+  router.get('/:clientId', async (ctx) => {
+    ctx.set('Cache-Control', 'no-store');
+    const who = await authenticate(deps.db, ctx.get('authorization'));
+    if ('status' in who) {
+      ctx.status = 401;
+      ctx.set('WWW-Authenticate', 'Basic realm="idjag conformance", charset="UTF-8"');
+      ctx.body = { error: 'invalid_client', error_description: who.message };
+      return;
+    }
+    if (who.clientId !== ctx.params.clientId) {
+      ctx.status = 403;
+      ctx.body = { error: 'access_denied', error_description: `these credentials are client ${who.clientId}'s; a client sees only its own attempts` };
+      return;
+    }
+    const requested = Number(ctx.query.limit ?? DEFAULT_LIMIT);
+    const limit = Number.isInteger(requested) && requested > 0 ? Math.min(requested, MAX_LIMIT) : DEFAULT_LIMIT;
+    const attempts = await recentAttempts(deps.db, who.clientId, limit);
+    if (wantsJson(ctx)) {
+      ctx.body = { client_id: who.clientId, attempts };
+      return;
+    }
+    ctx.type = 'html';
+    ctx.body = deps.render('conformance-client', { title: `Token exchanges of ${who.clientId}`, wide: true, clientId: who.clientId, attempts });
+  });
+  return router;
+}
