@@ -1,4 +1,4 @@
-import type { Adapter, AdapterPayload } from 'oidc-provider';
+import { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
 import { now, type DB, type Schema } from '../db/index.ts';
 import { prepared } from '../db/prepared.ts';
 import type { ClientsTable, OidcPayloadsTable } from '../db/schema.ts';
@@ -61,9 +61,14 @@ class PayloadAdapter implements Adapter {
     return row.consumed_at === null ? payload : { ...payload, consumed: row.consumed_at };
   }
 
+  /**
+   * Marks a code or token used, atomically: of two requests (or two nodes) racing to redeem the same one,
+   * exactly one updates the row; the other is refused before anything is issued.
+   */
   async consume(id: string): Promise<void> {
-    await this.#db.updateTable('oidc_payloads').set({ consumed_at: now() })
-      .where('model', '=', this.#model).where('id', '=', id).execute();
+    const res = await this.#db.updateTable('oidc_payloads').set({ consumed_at: now() })
+      .where('model', '=', this.#model).where('id', '=', id).where('consumed_at', 'is', null).executeTakeFirst();
+    if (Number(res.numUpdatedRows) === 0) throw new errors.InvalidGrant(`${this.#model} already consumed or not found`);
   }
 
   async destroy(id: string): Promise<void> {

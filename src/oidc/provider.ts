@@ -79,6 +79,9 @@ export function buildProvider(deps: ProviderDeps): Provider {
     // The ID Token is what the client exchanges for an ID-JAG, and readers of this reference IdP want to see
     // the user in it: keep the profile claims in the ID Token even when an access token is issued too.
     conformIdTokenClaims: false,
+    // Every refresh rotates the refresh token: a stolen one is good for one use, and a replay of a rotated one
+    // is detected (and, with the atomic consume in the adapter, two racing redemptions cannot both win).
+    rotateRefreshToken: true,
     ttl: { ...TTL },
     features: {
       devInteractions: { enabled: false },
