@@ -8,7 +8,7 @@ import Koa, { type Context, type Next } from 'koa';
 import { pino, type Logger } from 'pino';
 import { sql } from 'kysely';
 import { seedIfEmpty } from '../seed/index.ts';
-import { ADMIN_API_PREFIX, createAdmin } from './admin/index.ts';
+import { ADMIN_API_PREFIX, ADMIN_UI_PREFIX, createAdmin } from './admin/index.ts';
 import { ConfigError, loadConfig, type Config } from './config/index.ts';
 import { clientViewRoutes } from './conformance/client-view.ts';
 import { migrateToLatest, openDatabase, type Database } from './db/index.ts';
@@ -97,8 +97,9 @@ export async function startIdjag(config: Config, options: StartOptions = {}): Pr
     app.use(clientView.routes()).use(clientView.allowedMethods());
     const interactions = interactionRoutes({ db, render, log, provider: () => host.provider });
     app.use(interactions.routes()).use(interactions.allowedMethods());
-    // The admin JSON API: bearer-authenticated, with its own JSON body parser on its own routes only.
-    app.use(createAdmin({ db, log, issuer, provider: () => host.provider, reloadKeys: () => host.refreshKeys() }).middleware);
+    // The admin JSON API (bearer tokens, /admin/api) and web UI (admins signed in here, /admin), each with its
+    // own body parser on its own routes only.
+    app.use(createAdmin({ db, log, issuer, url, render, provider: () => host.provider, reloadKeys: () => host.refreshKeys() }).middleware);
     app.use(exchangeMiddleware({ db, log, errors: config.errors }));
     app.use(host.middleware);
     server.on('request', app.callback());
@@ -210,6 +211,7 @@ function banner(idjag: Idjag): string {
     `  jwks        ${idjag.issuer}/jwks`,
     `  health      ${idjag.issuer}/healthz`,
     `  database    ${idjag.config.database}`,
+    `  admin ui    ${idjag.issuer}${ADMIN_UI_PREFIX}  (sign in as a member of the admins group)`,
     `  admin api   ${idjag.issuer}${ADMIN_API_PREFIX}  (Bearer: a client_credentials token with scope admin)`,
     ...(idjag.demo ? [
       `  demo AS     ${idjag.demo.asIssuer}  (Resource AS, JWT-bearer grant with an ID-JAG)`,
