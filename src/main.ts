@@ -18,6 +18,7 @@ import { deleteExpiredPayloads } from './oidc/adapter.ts';
 import { ProviderHost } from './oidc/host.ts';
 import { interactionRoutes } from './oidc/interactions.ts';
 import { ensureSigningKeys, purgeExpiredKeys } from './oidc/keys.ts';
+import { createRateLimits, purgeExpiredRateLimits } from './web/rate-limits.ts';
 import { securityHeaders } from './web/security.ts';
 import { storedCookieKeys } from './web/settings.ts';
 import { loadViews } from './web/views.ts';
@@ -75,13 +76,17 @@ export async function startIdjag(config: Config, options: StartOptions = {}): Pr
     const render = loadViews();
     const secure = issuer.startsWith('https:');
 
+    // Sign-in and token endpoint throttling, counted in the database (see README "Throttling").
+    const limits = createRateLimits(database, config, log);
     const host = await ProviderHost.create({
+      wrapGrant: limits.token.wrapGrant,
       db, issuer, cookieKeys, render, log, secure,
       discovery: discoveryMetadata,
       extend: (provider, keys) => registerTokenExchange(provider, { db, issuer, log, errors: config.errors, keys: () => keys }),
     });
     const app = new Koa({ keys: cookieKeys, proxy: secure && config.production });
     app.silent = true;
+    app.use(drainUnreadBody);
     app.use(requestLog(log));
     app.use(lastResort(log));
     app.use(securityHeaders({ https: secure }));
@@ -95,11 +100,12 @@ export async function startIdjag(config: Config, options: StartOptions = {}): Pr
     if (demo) app.use(demo.middleware);
     const clientView = clientViewRoutes({ db, render });
     app.use(clientView.routes()).use(clientView.allowedMethods());
-    const interactions = interactionRoutes({ db, render, log, provider: () => host.provider });
+    const interactions = interactionRoutes({ db, render, log, provider: () => host.provider, throttle: limits.login });
     app.use(interactions.routes()).use(interactions.allowedMethods());
     // The admin JSON API (bearer tokens, /admin/api) and web UI (admins signed in here, /admin), each with its
     // own body parser on its own routes only.
     app.use(createAdmin({ db, log, issuer, url, render, provider: () => host.provider, reloadKeys: () => host.refreshKeys() }).middleware);
+    app.use(limits.token.middleware);
     app.use(exchangeMiddleware({ db, log, errors: config.errors }));
     app.use(host.middleware);
     server.on('request', app.callback());
@@ -147,6 +153,20 @@ function requestLog(log: Logger) {
       log.info({ reqId: id, method: ctx.method, path: ctx.path, status: ctx.respond === false ? ctx.res.statusCode : ctx.status, ms: Math.round(performance.now() - started) }, 'request');
     }
   };
+}
+
+/**
+ * A body parser that stops at its size limit (the provider's 56 KiB, the forms', the admin API's) leaves the
+ * rest of the body unread, and Node then neither reads it nor closes the connection: the client's next request
+ * on that keep-alive connection would hang until the socket timed out. Read and discard what is left, as Node
+ * does for a body nobody started reading.
+ */
+async function drainUnreadBody(ctx: Context, next: Next) {
+  try {
+    await next();
+  } finally {
+    if (!ctx.req.complete) ctx.req.resume();
+  }
 }
 
 /** Whatever escapes every other handler becomes a plain 500, logged, with no stack trace on the wire. */
@@ -197,7 +217,8 @@ async function cleanup(database: Database, log: Logger) {
   try {
     const payloads = await deleteExpiredPayloads(database.db);
     const keys = await purgeExpiredKeys(database.db);
-    if (payloads || keys) log.debug({ payloads, keys }, 'expired rows deleted');
+    const rateLimits = await purgeExpiredRateLimits(database.db);
+    if (payloads || keys || rateLimits) log.debug({ payloads, keys, rateLimits }, 'expired rows deleted');
   } catch (err) {
     log.error({ err }, 'cleanup failed');
   }

@@ -20,6 +20,16 @@ const Settings = z.object({
   errors: z.enum(['verbose', 'minimal']),
   /** serve the demo Resource AS and MCP server under the issuer (`/demo/as`, `/demo/mcp`) */
   demo: z.boolean(),
+  /** sign-in throttling: consecutive failed attempts per account (case-folded username) before a block; 0: off */
+  loginAccountFailures: z.coerce.number().int().min(0).max(1000),
+  /** the first block, in seconds; each further block in the account's run doubles it */
+  loginAccountBlock: z.coerce.number().int().min(1).max(86400),
+  /** the longest block, in seconds */
+  loginAccountBlockMax: z.coerce.number().int().min(1).max(86400),
+  /** unsuccessful sign-in attempts per client IP per hour before the IP is blocked for an hour; 0: off */
+  loginIpFailures: z.coerce.number().int().min(0).max(1_000_000),
+  /** token endpoint requests per minute per authenticated client (and per IP without client authentication); 0: off */
+  tokenRateLimit: z.coerce.number().int().min(0).max(10_000_000),
 });
 
 export type Config = z.infer<typeof Settings>;
@@ -35,6 +45,11 @@ const flags = {
   'no-seed': { type: 'boolean' },
   'no-demo': { type: 'boolean' },
   errors: { type: 'string' },
+  'login-account-failures': { type: 'string' },
+  'login-account-block': { type: 'string' },
+  'login-account-block-max': { type: 'string' },
+  'login-ip-failures': { type: 'string' },
+  'token-rate-limit': { type: 'string' },
 } as const;
 
 export class ConfigError extends Error {}
@@ -57,6 +72,11 @@ export function loadConfig(
     production: values.production ?? env.NODE_ENV === 'production',
     seedOnEmpty: !(values['no-seed'] ?? env.IDJAG_NO_SEED === '1'),
     demo: !(values['no-demo'] ?? env.IDJAG_NO_DEMO === '1'),
+    loginAccountFailures: values['login-account-failures'] ?? env.IDJAG_LOGIN_ACCOUNT_FAILURES ?? '5',
+    loginAccountBlock: values['login-account-block'] ?? env.IDJAG_LOGIN_ACCOUNT_BLOCK ?? '30',
+    loginAccountBlockMax: values['login-account-block-max'] ?? env.IDJAG_LOGIN_ACCOUNT_BLOCK_MAX ?? '900',
+    loginIpFailures: values['login-ip-failures'] ?? env.IDJAG_LOGIN_IP_FAILURES ?? '100',
+    tokenRateLimit: values['token-rate-limit'] ?? env.IDJAG_TOKEN_RATE_LIMIT ?? '600',
     errors: values.errors ?? env.IDJAG_ERRORS ?? ((values.production ?? env.NODE_ENV === 'production') ? 'minimal' : 'verbose'),
     ...overrides,
   };

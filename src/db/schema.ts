@@ -184,6 +184,36 @@ export interface AdminChangesTable {
   request_id: string | null;
 }
 
+/** rate-limiter-flexible's store (migration 0007): points per key until `expire` (epoch milliseconds). */
+export interface RateLimitsTable {
+  key: string;
+  points: number;
+  expire: number | null;
+}
+
+export type LoginEvent = 'succeeded' | 'failed' | 'throttled';
+
+/** The sign-in audit trail: every success, failure and throttled attempt at the login form. */
+export interface LoginEventsTable {
+  id: string;
+  /** epoch milliseconds */
+  at: number;
+  request_id: string;
+  event: LoginEvent;
+  /** failed: unknown_user | wrong_password | disabled; throttled: account | ip */
+  reason: string | null;
+  /** trimmed and case-folded, as the throttle keys the account */
+  username: string;
+  sub: string | null;
+  client_id: string | null;
+  ip: string | null;
+  user_agent: string | null;
+  /** failed: the attempt's number since the account's last success */
+  failures: number | null;
+  /** throttled: the Retry-After given, in seconds; failed: the block this failure started */
+  retry_after: number | null;
+}
+
 export interface Schema {
   resource_servers: ResourceServersTable;
   resource_server_aliases: ResourceServerAliasesTable;
@@ -200,6 +230,8 @@ export interface Schema {
   demo_jti: DemoJtiTable;
   admin_changes: AdminChangesTable;
   demo_todos: DemoTodosTable;
+  rate_limits: RateLimitsTable;
+  login_events: LoginEventsTable;
 }
 
 export type { Generated };

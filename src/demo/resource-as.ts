@@ -72,7 +72,10 @@ export function demoResourceAs(options: DemoResourceAsOptions): DemoResourceAs {
   const trust: IdJagTrust = {
     audience: issuer,
     idpIssuer: options.idpIssuer,
-    idpKeys: createRemoteJWKSet(new URL(options.idpJwksUri)),
+    // No cooldown on refetching for an unknown kid (jose's default is 30 s): the IdP signs with a new key as soon
+    // as it rotates (OIDC Core §10.1.1: a new kid tells the verifier to fetch the keys again), and only an
+    // authenticated client gets this far, so a flood of made-up kids costs its own credentials.
+    idpKeys: createRemoteJWKSet(new URL(options.idpJwksUri), { cooldownDuration: 0 }),
     skew,
   };
   const signingKey = memoize(() => loadDemoSigningKey(options.db));

@@ -75,9 +75,15 @@ export const DECISION_CHECKS: CheckDef[] = [
   def('issue', `SPEC "The ID-JAG"; ${D} §3`, 'temporarily_unavailable'),
 ];
 
+/**
+ * The token endpoint's rate limit (src/web/rate-limits.ts): not a check of the exchange itself, but a refusal
+ * after client authentication and before the grant, recorded (reason `rate_limit`) like the others.
+ */
+export const RATE_LIMIT_CHECK: CheckDef = def('rate_limit', 'RFC 6585 §4 (429 Too Many Requests); RFC 9110 §10.2.3 (Retry-After)', 'temporarily_unavailable');
+
 /** Every check by name: the audit row stores names and outcomes only, and readers look the rest up here. */
 export const CHECKS_BY_NAME: ReadonlyMap<string, CheckDef> = new Map(
-  [...REQUEST_CHECKS, ...ID_TOKEN_CHECKS, ...REFRESH_TOKEN_CHECKS, ...DECISION_CHECKS].map((d) => [d.name, d]),
+  [...REQUEST_CHECKS, ...ID_TOKEN_CHECKS, ...REFRESH_TOKEN_CHECKS, ...DECISION_CHECKS, RATE_LIMIT_CHECK].map((d) => [d.name, d]),
 );
 
 /** What the audit row keeps of a check: what varies from one request to the next. */

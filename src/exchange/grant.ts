@@ -27,6 +27,8 @@ export interface ExchangeDeps {
 /** Per-request state the audit guard reads after the provider has answered. */
 export interface ExchangeState {
   started: number;
+  /** the grant ran: it answered, and audited or failed closed, itself */
+  handled?: boolean;
   audited?: boolean;
   maxAge?: number;
 }
@@ -76,6 +78,7 @@ const sameSet = (a: string[], b: string[]) => a.length === b.length && a.every((
 export function tokenExchangeHandler(deps: ExchangeDeps) {
   return async function tokenExchange(ctx: KoaContextWithOIDC): Promise<void> {
     const state = exchangeState(ctx);
+    state.handled = true;
     const checks: CheckList = new CheckList(REQUEST_CHECKS);
     const at = now();
     const record = recordBase(ctx);
@@ -169,7 +172,9 @@ export function providerError(error: string, description: string): Error {
   return err;
 }
 
+export const UNRECORDED = 'the IdP could not record this decision and issued nothing; retry shortly';
+
 function unavailable(): Error {
-  const err = new errors.CustomOIDCProviderError('temporarily_unavailable', 'the IdP could not record this decision and issued nothing; retry shortly');
+  const err = new errors.CustomOIDCProviderError('temporarily_unavailable', UNRECORDED);
   return Object.assign(err, { status: 503, statusCode: 503 });
 }

@@ -2,8 +2,9 @@ import type { Context, Next } from 'koa';
 import type Provider from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import { recordDecision } from '../audit/index.ts';
-import { CheckList, describeFailure, REQUEST_CHECKS, type ExchangeErrorCode } from './checks.ts';
-import { dupes, exchangeState, grantType, parameters, recordBase, tokenExchangeHandler, type ExchangeDeps } from './grant.ts';
+import { throttledRequest, type Throttled } from '../web/rate-limits.ts';
+import { CheckList, describeFailure, RATE_LIMIT_CHECK, REQUEST_CHECKS, type ExchangeErrorCode } from './checks.ts';
+import { dupes, exchangeState, grantType, parameters, recordBase, tokenExchangeHandler, UNRECORDED, type ExchangeDeps } from './grant.ts';
 import { ID_JAG, TOKEN_EXCHANGE } from './request.ts';
 
 export { ID_JAG, TOKEN_EXCHANGE } from './request.ts';
@@ -48,7 +49,20 @@ export function exchangeMiddleware(deps: Pick<ExchangeDeps, 'db' | 'log' | 'erro
     if (state.maxAge !== undefined && body?.error === 'insufficient_user_authentication') {
       ctx.body = { ...body, max_age: state.maxAge };
     }
-    if (state.audited || !body || typeof body.error !== 'string') return;
+    if (state.handled || state.audited || !body || typeof body.error !== 'string') return;
+    const throttled = throttledRequest(ctx);
+    if (throttled) return auditThrottled(ctx as unknown as KoaContextWithOIDC, deps, throttled, state.started);
+    if (ctx.status >= 500) {
+      // The provider failed before the grant ran (its client lookup reads the database): fail closed the way
+      // the grant does, and record the attempt if the database takes it.
+      failClosed(ctx, 'the IdP could not decide on this request and issued nothing; retry shortly');
+      await recordDecision(deps.db, {
+        ...recordBase(ctx as unknown as KoaContextWithOIDC),
+        decision: 'error', reason: 'internal_error', explanation: `the provider answered ${String(body.error)} before the grant ran`,
+        error: 'temporarily_unavailable', durationMs: performance.now() - state.started, checks: new CheckList(REQUEST_CHECKS).record,
+      }).catch((err: unknown) => deps.log.error({ err }, 'audit write failed for a failed token exchange'));
+      return;
+    }
     if (!oidc.client && body.error === 'invalid_request' && body.error_description === 'no client authentication mechanism provided') {
       // RFC 6749 §5.2 and SPEC.md: a request with no client authentication at all is invalid_client (401).
       ctx.status = 401;
@@ -76,7 +90,40 @@ export function exchangeMiddleware(deps: Pick<ExchangeDeps, 'db' | 'log' | 'erro
         checks: checks.record,
       });
     } catch (err) {
+      // No decision leaves without its audit row: as the grant does, answer that nothing was decided.
       deps.log.error({ err }, 'audit write failed for a refused token exchange');
+      failClosed(ctx, UNRECORDED);
     }
   };
+}
+
+function failClosed(ctx: Context, description: string) {
+  ctx.status = 503;
+  ctx.remove('WWW-Authenticate');
+  ctx.body = { error: 'temporarily_unavailable', error_description: description };
+}
+
+/** A token exchange the rate limit refused (src/web/rate-limits.ts): the client authenticated, the grant never ran. */
+async function auditThrottled(ctx: KoaContextWithOIDC, deps: Pick<ExchangeDeps, 'db' | 'log'>, throttled: Throttled, started: number) {
+  const checks = new CheckList([...REQUEST_CHECKS.slice(0, 2), RATE_LIMIT_CHECK, ...REQUEST_CHECKS.slice(2)]);
+  checks.pass('client_authentication', `authenticated with ${ctx.oidc.client?.clientAuthMethod ?? 'none'}`);
+  checks.pass('request_syntax');
+  const explanation = `${throttled.key} is over its limit of ${throttled.limit} token requests per minute; told to retry after ${throttled.retryAfter} s`;
+  try {
+    checks.fail(RATE_LIMIT_CHECK.name, throttled.description, { explanation });
+  } catch { /* the refusal is already answered (429) */ }
+  try {
+    await recordDecision(deps.db, {
+      ...recordBase(ctx),
+      decision: 'denied',
+      reason: RATE_LIMIT_CHECK.name,
+      explanation,
+      error: 'temporarily_unavailable',
+      durationMs: performance.now() - started,
+      checks: checks.record,
+    });
+  } catch (err) {
+    // Nothing was issued and the 429 says so: keep it (with its Retry-After) rather than fail closed.
+    deps.log.error({ err }, 'audit write failed for a throttled token exchange');
+  }
 }

@@ -5,8 +5,10 @@ import type Provider from 'oidc-provider';
 import type { InteractionResults } from 'oidc-provider';
 import type { Logger } from 'pino';
 import { z } from 'zod';
+import { recordLogin, type LoginRecord } from '../audit/logins.ts';
 import type { DB } from '../db/index.ts';
 import { csrfToken, requireCsrf } from '../web/csrf.ts';
+import { accountKey, type LoginThrottle } from '../web/rate-limits.ts';
 import type { Render } from '../web/views.ts';
 import { authenticate } from './accounts.ts';
 
@@ -16,6 +18,8 @@ export interface InteractionDeps {
   log: Logger;
   /** the current provider (it is rebuilt on key rotation) */
   provider: () => Provider;
+  /** sign-in brute-force throttling (src/web/rate-limits.ts) */
+  throttle: LoginThrottle;
 }
 
 const LoginForm = z.object({
@@ -30,7 +34,7 @@ type Details = Awaited<ReturnType<Provider['interactionDetails']>>;
  * provider's own routes get no body parser in front of them.
  */
 export function interactionRoutes(deps: InteractionDeps): Router {
-  const { render, db, log } = deps;
+  const { render, db, log, throttle } = deps;
   const router = new Router({ prefix: '/interaction' });
   const forms = bodyParser({ enableTypes: ['form'], formLimit: '16kb' });
   const csrf = requireCsrf((ctx) => {
@@ -125,16 +129,34 @@ export function interactionRoutes(deps: InteractionDeps): Router {
       ctx.status = 400;
       return showLogin(ctx, d, client, { error: form.error.issues[0]?.message, username: (ctx.request.body as Record<string, unknown>)?.username });
     }
-    const result = await authenticate(db, form.data.username, form.data.password);
+    const { username, password } = form.data;
+    const event: Omit<LoginRecord, 'event'> = {
+      requestId: String(ctx.state.requestId ?? ''), username: accountKey(username), clientId: String(d.params.client_id),
+      ip: ctx.ip, userAgent: ctx.get('user-agent') || undefined,
+    };
+    // Throttled before the password is looked at, and answered the same whether or not the account exists.
+    const verdict = await throttle.attempt(username, ctx.ip);
+    if (!verdict.allowed) {
+      log.warn({ event: 'login.throttled', by: verdict.by, username, ip: ctx.ip, retryAfter: verdict.retryAfter }, 'login throttled');
+      await recordLogin(db, { ...event, event: 'throttled', reason: verdict.by, retryAfter: verdict.retryAfter });
+      ctx.status = 429;
+      ctx.set('Retry-After', String(verdict.retryAfter));
+      return showLogin(ctx, d, client, { username, error: tooManyAttempts(verdict.retryAfter) });
+    }
+    const result = await authenticate(db, username, password);
     if (!result.ok) {
-      log.info({ event: 'login.failed', reason: result.reason, username: form.data.username, ip: ctx.ip }, 'login failed');
+      const blocked = await throttle.failed(username, verdict.attempt);
+      log.info({ event: 'login.failed', reason: result.reason, username, ip: ctx.ip, attempt: verdict.attempt, blocked }, 'login failed');
+      await recordLogin(db, { ...event, event: 'failed', reason: result.reason, failures: verdict.attempt || undefined, retryAfter: blocked });
       ctx.status = 401;
       return showLogin(ctx, d, client, {
-        username: form.data.username,
+        username,
         error: result.reason === 'disabled' ? 'This account is disabled. Contact your administrator.' : 'Wrong username or password.',
       });
     }
+    await throttle.succeeded(username, ctx.ip);
     log.info({ event: 'login.succeeded', sub: result.user.sub, username: result.user.username, ip: ctx.ip }, 'login succeeded');
+    await recordLogin(db, { ...event, event: 'succeeded', sub: result.user.sub });
     return finish(ctx, { login: { accountId: result.user.sub, amr: ['pwd'], remember: true } }, false);
   });
 
@@ -150,6 +172,12 @@ export function interactionRoutes(deps: InteractionDeps): Router {
   });
 
   return router;
+}
+
+/** The login page's message for a throttled attempt (the same for every account, existing or not). */
+export function tooManyAttempts(retryAfter: number): string {
+  const wait = retryAfter < 120 ? `${retryAfter} ${retryAfter === 1 ? 'second' : 'seconds'}` : `${Math.ceil(retryAfter / 60)} minutes`;
+  return `Too many failed sign-in attempts. Try again in ${wait}.`;
 }
 
 /** Grants what the consent prompt found missing, on the existing grant when there is one. */

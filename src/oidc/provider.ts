@@ -1,4 +1,4 @@
-import Provider, { errors, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import Provider, { errors, type Configuration, type KoaContextWithOIDC, type TokenEndpointGrantContext } from 'oidc-provider';
 import type { Logger } from 'pino';
 import type { DB } from '../db/index.ts';
 import type { Render } from '../web/views.ts';
@@ -19,6 +19,33 @@ export interface ProviderDeps {
   extend?: (provider: Provider, keys: KeySet) => void;
   /** extra discovery metadata */
   discovery?: Record<string, unknown>;
+  /**
+   * wraps the handler of every grant, the provider's own and those `extend` registers: it runs after client
+   * authentication and before the grant does any work (the token endpoint's rate limit)
+   */
+  wrapGrant?: GrantWrapper;
+}
+
+export type GrantHandler = (ctx: TokenEndpointGrantContext) => void | Promise<void>;
+export type GrantWrapper = (grantType: string, handler: GrantHandler) => GrantHandler;
+type GrantParameterNames = Parameters<Provider['registerGrantType']>[2];
+
+/**
+ * oidc-provider registers its own grants through `registerGrantType` while it is being constructed, so
+ * overriding that public method in a subclass is the one way to reach every grant's handler.
+ */
+function providerClass(wrap: GrantWrapper | undefined): typeof Provider {
+  if (!wrap) return Provider;
+  return class extends Provider {
+    override registerGrantType<Params extends object>(
+      name: string,
+      handler: (ctx: TokenEndpointGrantContext<Params>) => void | Promise<void>,
+      params?: GrantParameterNames,
+      dupes?: GrantParameterNames,
+    ): void {
+      super.registerGrantType(name, wrap(name, handler as GrantHandler), params, dupes);
+    }
+  };
 }
 
 /** Token lifetimes, in seconds. ID Tokens and access tokens are short; the session and refresh token carry the login. */
@@ -121,7 +148,7 @@ export function buildProvider(deps: ProviderDeps): Provider {
     },
   };
 
-  const provider = new Provider(deps.issuer, configuration);
+  const provider = new (providerClass(deps.wrapGrant))(deps.issuer, configuration);
   provider.Client.prototype.compareClientSecret = function compareClientSecret(this: { clientSecret?: string }, actual: string) {
     return this.clientSecret ? verifiedSecrets.verify(actual, this.clientSecret) : false;
   };
