@@ -5,13 +5,23 @@
 import { randomUUID } from 'node:crypto';
 import type SQLite from 'better-sqlite3';
 import { applyDocument, parseDocument } from '../../src/admin/document.ts';
-import { migrateToLatest, now, openDatabase } from '../../src/db/index.ts';
+import { migrateToLatest, now, openDatabase, type Database } from '../../src/db/index.ts';
 import { applySeed } from '../../seed/index.ts';
 import { TOKEN_EXCHANGE } from '../helpers/exchange.ts';
 
 export const BENCH_CC = { id: 'bench-cc', secret: 'bench-cc-secret-0123456789' };
 export const TODO_AS = 'https://auth.todo.example';
 export const TODO_MCP = 'https://mcp.todo.example/mcp';
+
+/** The SQLite flavour of the database handle: the benchmark works on SQLite files and reads their handle. */
+export type SqliteDatabase = Extract<Database, { dialect: 'sqlite' }>;
+
+/** openDatabase on a SQLite file, typed as such (the benchmark needs the better-sqlite3 handle). */
+export function openSqlite(path: string): SqliteDatabase {
+  const database = openDatabase(path);
+  if (database.dialect !== 'sqlite') throw new Error(`the benchmark needs a SQLite file, not ${path}`);
+  return database;
+}
 
 /** A fresh database with the schema, the seed and the baseline client, as it will be when the server starts. */
 export async function prepareDatabase(path: string): Promise<void> {

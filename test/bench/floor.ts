@@ -10,7 +10,7 @@
 import { parseArgs } from 'node:util';
 import type Provider from 'oidc-provider';
 import { recordDecision } from '../../src/audit/index.ts';
-import { now, openDatabase } from '../../src/db/index.ts';
+import { now } from '../../src/db/index.ts';
 import { CheckList, DECISION_CHECKS, REQUEST_CHECKS } from '../../src/exchange/checks.ts';
 import { idJagClaims, mintIdJag } from '../../src/exchange/mint.ts';
 import { ID_TOKEN, type ExchangeRequest } from '../../src/exchange/request.ts';
@@ -18,7 +18,7 @@ import { subjectChecks, validateSubject } from '../../src/exchange/subject.ts';
 import { loadRules, resolveTarget } from '../../src/exchange/target.ts';
 import { activeKey, loadKeySet } from '../../src/oidc/keys.ts';
 import { decide } from '../../src/policy/index.ts';
-import { TODO_AS, TODO_MCP } from './fixtures.ts';
+import { openSqlite, TODO_AS, TODO_MCP } from './fixtures.ts';
 
 const { values } = parseArgs({
   options: {
@@ -33,7 +33,7 @@ if (!values.database || !values.issuer) {
 const issuer = values.issuer;
 const idToken = (await new Response(process.stdin as unknown as ReadableStream).text()).trim();
 
-const database = openDatabase(values.database);
+const database = openSqlite(values.database);
 const { db } = database;
 
 /**

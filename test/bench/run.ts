@@ -10,53 +10,63 @@
  * Besides req/s, each server run reports the server process's CPU time per request, which other processes
  * on the machine disturb much less.
  *
- *   npm run bench -- [--duration 5] [--warmup 2] [--connections 32] [--rules 100000] [--profile]
+ * Then, with the server stopped, the admin's audit query at 1,000,000 rows (audit.ts, in a child process on
+ * a scratch database): the first page and a 90%-deep page, unfiltered and filtered.
  *
- * --profile writes V8 CPU profiles of the server and the floor to test-output/profiles/.
+ *   npm run bench -- [--duration 5] [--warmup 2] [--connections 32] [--rules 100000] [--audit-rows 1000000] [--profile]
+ *   npm run bench -- --soak [--duration 60] [--connections 16]
+ *
+ * --profile writes V8 CPU profiles of the server and the floor to test-output/profiles/. --audit-rows 0 skips
+ * the audit query timing. --soak runs soak.ts instead (mixed traffic; see there).
  * Exits 1 only when a run had errors (non-200 responses, socket errors, timeouts); the targets are reported
  * as PASS/MISS, not asserted.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
-import { dirname, join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
-import { openDatabase } from '../../src/db/index.ts';
 import { basic, DEMO_AGENT, signIn } from '../helpers/browser.ts';
 import { ID_JAG, ID_TOKEN, TOKEN_EXCHANGE } from '../helpers/exchange.ts';
-import { addSyntheticRules, BENCH_CC, countRules, prepareDatabase, removeSynthetic, rulePlan, TODO_AS, TODO_MCP } from './fixtures.ts';
-
-const HERE = dirname(fileURLToPath(import.meta.url));
-const ROOT = join(HERE, '..', '..');
-const OUT = join(ROOT, 'test-output');
+import type { AuditScaleResult } from './audit.ts';
+import { addSyntheticRules, BENCH_CC, countRules, openSqlite, prepareDatabase, removeSynthetic, rulePlan, TODO_AS, TODO_MCP } from './fixtures.ts';
+import { firstLine, fmt, HERE, OUT, percentile, startServer, table, type ServerHandle } from './harness.ts';
+import { runSoak } from './soak.ts';
 
 const { values: flags } = parseArgs({
   options: {
-    duration: { type: 'string', default: '5' },
+    soak: { type: 'boolean', default: false },
+    duration: { type: 'string' },
     warmup: { type: 'string', default: '2' },
-    connections: { type: 'string', default: '32' },
+    connections: { type: 'string' },
     rules: { type: 'string', default: '100000' },
+    'audit-rows': { type: 'string', default: '1000000' },
     profile: { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
   strict: true,
 });
 if (flags.help) {
-  console.log('npm run bench -- [--duration s] [--warmup s] [--connections n] [--rules n] [--profile]');
+  console.log('npm run bench -- [--duration s] [--warmup s] [--connections n] [--rules n] [--audit-rows n, 0 skips] [--profile]');
+  console.log('npm run bench -- --soak [--duration s (60)] [--connections n (16)] [--profile]');
   process.exit(0);
 }
-const DURATION = Number(flags.duration);
+const DURATION = Number(flags.duration ?? (flags.soak ? 60 : 5));
 const WARMUP = Number(flags.warmup);
-const CONNECTIONS = Number(flags.connections);
+const CONNECTIONS = Number(flags.connections ?? (flags.soak ? 16 : 32));
 const BIG_RULES = Number(flags.rules);
-for (const [name, v, min] of [['duration', DURATION, 1], ['warmup', WARMUP, 0], ['connections', CONNECTIONS, 1], ['rules', BIG_RULES, 11]] as const) {
+const AUDIT_ROWS = Number(flags['audit-rows']);
+const AUDIT_RUNS = 20;
+for (const [name, v, min] of [['duration', DURATION, 1], ['warmup', WARMUP, 0], ['connections', CONNECTIONS, 1], ['rules', BIG_RULES, 11], ['audit-rows', AUDIT_ROWS, 0]] as const) {
   if (!Number.isFinite(v) || v < min) {
     console.error(`--${name} must be a number >= ${min}`);
     process.exit(2);
   }
+}
+if (AUDIT_ROWS > 0 && AUDIT_ROWS < 1000) {
+  console.error('--audit-rows must be 0 (skip) or at least 1000');
+  process.exit(2);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -67,60 +77,6 @@ const childArgs = (profileName: string) => [
   ...process.execArgv.filter((a) => !a.startsWith('--cpu-prof') && !a.startsWith('--heap-prof')),
   ...(flags.profile ? ['--cpu-prof', `--cpu-prof-dir=${join(OUT, 'profiles')}`, `--cpu-prof-name=${profileName}-${Date.now()}.cpuprofile`] : []),
 ];
-
-function firstLine(child: ChildProcess, what: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const lines = createInterface({ input: child.stdout! });
-    const fail = (why: string) => reject(new Error(`${what}: ${why}`));
-    child.once('error', (err) => fail(err.message));
-    child.once('exit', (code, signal) => fail(`exited (${signal ?? code}) before printing its result`));
-    lines.once('line', (line) => {
-      lines.close();
-      resolve(line);
-    });
-  });
-}
-
-interface ServerHandle {
-  url: string;
-  issuer: string;
-  child: ChildProcess;
-  /** the server process's CPU time so far (user + system, every thread) and its time in GC pauses, µs */
-  cpu(): Promise<{ cpuUs: number; gcUs: number }>;
-  stop(): Promise<void>;
-}
-
-async function startServer(database: string): Promise<ServerHandle> {
-  const child = spawn(process.execPath, [...childArgs('server'), join(HERE, 'server.ts'), '--database', database], {
-    stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
-  });
-  const line = await firstLine(child, 'bench server');
-  const { url, issuer } = JSON.parse(line) as { url: string; issuer: string };
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  return {
-    url, issuer, child,
-    // NaN when the server is gone (the run then shows errors and the bench fails), never a hang
-    cpu: () => new Promise((resolve) => {
-      const gone = { cpuUs: NaN, gcUs: NaN };
-      if (!child.connected) return resolve(gone);
-      const timer = setTimeout(() => resolve(gone), 2000);
-      child.once('message', (m) => {
-        clearTimeout(timer);
-        resolve(m as { cpuUs: number; gcUs: number });
-      });
-      child.send('cpu', (err) => {
-        if (err) {
-          clearTimeout(timer);
-          resolve(gone);
-        }
-      });
-    }),
-    async stop() {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-      await exited;
-    },
-  };
-}
 
 interface FloorResult {
   ops: number;
@@ -143,6 +99,16 @@ async function runFloor(database: string, issuer: string, idToken: string): Prom
   const line = await firstLine(child, 'floor');
   await new Promise<void>((resolve) => (child.exitCode === null ? child.once('exit', () => resolve()) : resolve()));
   return JSON.parse(line) as FloorResult;
+}
+
+/** The audit query at scale (audit.ts), in a child process of its own, on a scratch database. */
+async function runAuditScale(): Promise<AuditScaleResult> {
+  const child = spawn(process.execPath, [...childArgs('audit'), join(HERE, 'audit.ts'), '--rows', String(AUDIT_ROWS), '--runs', String(AUDIT_RUNS)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const line = await firstLine(child, 'audit query timing');
+  await new Promise<void>((resolve) => (child.exitCode === null ? child.once('exit', () => resolve()) : resolve()));
+  return JSON.parse(line) as AuditScaleResult;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -202,9 +168,6 @@ async function cannon(load: Load, connections: number, seconds: number): Promise
   instance.on('response', (_client: unknown, _status: number, _bytes: number, ms: number) => void latencies.push(ms));
   return { result: await instance, latencies };
 }
-
-/** Nearest-rank percentile of an ascending array. */
-const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] ?? NaN;
 
 function statusCounts(r: autocannon.Result): Record<string, number> {
   return Object.fromEntries(Object.entries(r.statusCodeStats ?? {}).map(([code, s]) => [code, s.count ?? 0]));
@@ -274,7 +237,7 @@ async function main() {
 
   await prepareDatabase(dbFile);
   // Ten rules: the seed's one (demo-agent → todo MCP for engineering) and nine others.
-  const admin = openDatabase(dbFile);
+  const admin = openSqlite(dbFile);
   const smallRules = addSyntheticRules(admin.sqlite, { prefix: 'small', clients: 7, servers: 2, demoAgentRules: 2, rules: 9 });
   await admin.close();
 
@@ -284,7 +247,7 @@ async function main() {
   let bigRules = 0;
   let plan = '';
   try {
-    server = await startServer(dbFile);
+    server = await startServer(dbFile, childArgs('server'));
     const signedIn = await signIn(server.url, { username: 'alice', password: 'alice' });
     const idToken = String(signedIn.tokens.id_token ?? '');
     if (!idToken) throw new Error('sign-in returned no ID Token');
@@ -334,7 +297,7 @@ async function main() {
 
     // Bulk rules into the live database (the server reads rules per request; nothing to restart).
     const bulkStarted = performance.now();
-    const bulk = openDatabase(dbFile);
+    const bulk = openSqlite(dbFile);
     bigRules = addSyntheticRules(bulk.sqlite, {
       prefix: 'bulk', clients: 1000, servers: 100, demoAgentRules: Math.min(300, BIG_RULES - smallRules), rules: BIG_RULES - smallRules,
     });
@@ -345,7 +308,7 @@ async function main() {
     runs.push(await measure(server, exchangeLoad, CONNECTIONS, bigRules));
 
     // Back to ten rules and once more, so the comparison brackets the big run (drift shows up here).
-    const cleanup = openDatabase(dbFile);
+    const cleanup = openSqlite(dbFile);
     const back = removeSynthetic(cleanup.sqlite, 'bulk');
     cleanup.sqlite.pragma('wal_checkpoint(TRUNCATE)');
     await cleanup.close();
@@ -355,6 +318,14 @@ async function main() {
   } finally {
     await server?.stop();
     rmSync(dir, { recursive: true, force: true });
+  }
+
+  // The admin's audit query at a million rows, last: its bulk insert would disturb the runs above.
+  let audit: AuditScaleResult | undefined;
+  if (AUDIT_ROWS > 0) {
+    process.stderr.write('  audit query: ');
+    audit = await runAuditScale();
+    process.stderr.write(' done\n');
   }
 
   // -------------------------------------------------------------------------------------------------------
@@ -387,7 +358,6 @@ async function main() {
   const loadAfter = loadavg().map((l) => Math.round(l * 100) / 100);
   const busy = machine.loadavg[0]! > machine.cpus / 2;
 
-  const fmt = (n: number, digits = 0) => n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
   const rows: string[][] = [
     ['scenario', 'conns', 'rules', 'req/s', 'CPU µs/req', 'GC µs/req', 'CPU load', 'mean ms', 'p50 ms', 'p99 ms', 'max ms', '200', 'non-200', 'errors'],
     ...runs.map((r) => [r.scenario, String(r.connections), fmt(r.rules), fmt(r.reqPerSec), fmt(r.serverCpuUsPerReq), fmt(r.serverGcUsPerReq), fmt(r.serverCpuLoad, 2), fmt(r.meanMs, 2), fmt(r.p50Ms, 2), fmt(r.p99Ms, 2), fmt(r.maxMs, 1),
@@ -395,17 +365,23 @@ async function main() {
     ...floors.map((f, i) => [`floor: exchange work, no HTTP (ops/s, ${i ? 'after' : 'before'})`, '1', fmt(smallRules), fmt(f.opsPerSec), fmt(f.cpuUsPerOp), '-',
       fmt(f.cpuSeconds / f.seconds, 2), fmt(f.wallUsPerOp / 1000, 2), '-', '-', '-', fmt(f.ops), '-', '-']),
   ];
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  const line = (r: string[]) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+  const auditLines = audit ? [
+    `admin audit query at ${fmt(audit.rows)} rows (GET /admin/api/audit: searchAudit, a page of ${audit.pageSize}; ms, mean of ${audit.runs} runs after a first one;`
+      + ` scratch database of ${fmt(audit.databaseMiB)} MiB filled in ${fmt(audit.insertMs / 1000, 1)} s):`,
+    ...table([
+      ['filter', 'matching rows', 'first page ms', 'max', 'deep page: after rows', 'ms', 'max', 'index'],
+      ...audit.timings.map((t) => [t.filter, fmt(t.matching), fmt(t.first.meanMs, 2), fmt(t.first.maxMs, 2), fmt(t.deepOffset), fmt(t.deep.meanMs, 2), fmt(t.deep.maxMs, 2),
+        /USING (?:COVERING )?INDEX (\w+)/.exec(t.deep.plan)?.[1] ?? t.deep.plan]),
+    ]).map((l) => `  ${l}`),
+    '',
+  ] : [];
   const out = [
     '',
     `idjag benchmark — ${machine.cpus} CPUs (${machine.cpuModel}), node ${machine.node}, ${machine.platform}, load avg before ${machine.loadavg.join(' ')}`,
     `each server run: ${WARMUP} s warm-up, then ${DURATION} s measured (autocannon in the parent, idjag in a child process); load avg after ${loadAfter.join(' ')}`,
     ...(busy ? [`note: the machine was already busy before the bench (1-min load ${machine.loadavg[0]} on ${machine.cpus} CPUs): other processes share the cores, expect noise`] : []),
     '',
-    line(rows[0]!),
-    line(widths.map((w) => '-'.repeat(w))),
-    ...rows.slice(1).map(line),
+    ...table(rows),
     '',
     `CPU µs/req: the server process's CPU time (all threads) per request; GC µs/req: its time in GC pauses per request; CPU load: its CPU seconds per second (1.00 = one core)`,
     `floor: ${fmt(floor.cpuUsPerOp)} µs CPU per exchange (${fmt(1e6 / floor.cpuUsPerOp)} per CPU-second); per step, wall (µs): ${Object.entries(floorBefore.breakdownUs).map(([k, v]) => `${k} ${v}`).join(', ')}`,
@@ -419,6 +395,7 @@ async function main() {
     `  (exchange @${CONNECTIONS}, ${fmt(smallRules)} rules = ${fmt(ex32.reqPerSec)} req/s, mean of its runs before and after the others; floor = ${fmt(floor.opsPerSec)} ops/s,`
       + ` mean of the two; client_credentials @${CONNECTIONS} = ${fmt(cc32.reqPerSec)} req/s; ${fmt(bigRules)} rules = ${fmt(exBig.reqPerSec)} req/s)`,
     '',
+    ...auditLines,
     errors.length ? `FAILED: ${errors.length} run(s) had non-200 responses or errors: ${errors.map((r) => `${r.scenario} @${r.connections} (${JSON.stringify(r.statusCodes)}, ${r.errors} errors)`).join('; ')}`
       : 'every response was 200; no errors.',
     `total ${fmt((Date.now() - startedAt) / 1000, 1)} s; JSON in test-output/bench.json`,
@@ -429,7 +406,7 @@ async function main() {
   writeFileSync(join(OUT, 'bench.json'), `${JSON.stringify({
     at: new Date(startedAt).toISOString(),
     machine: { ...machine, loadavgAfter: loadAfter },
-    settings: { durationSeconds: DURATION, warmupSeconds: WARMUP, connections: CONNECTIONS, bigRules: BIG_RULES, profile: flags.profile },
+    settings: { durationSeconds: DURATION, warmupSeconds: WARMUP, connections: CONNECTIONS, bigRules: BIG_RULES, auditRows: AUDIT_ROWS, profile: flags.profile },
     runs,
     floor: { ...floor, rules: smallRules, runs: floors },
     exchange32: { ...ex32, rules: smallRules },
@@ -437,12 +414,13 @@ async function main() {
     ratios,
     cpuRatios,
     targets,
+    auditQuery: audit ?? null,
     ok: errors.length === 0,
   }, null, 2)}\n`);
   process.exitCode = errors.length ? 1 : 0;
 }
 
-main().catch((err: unknown) => {
+(flags.soak ? runSoak({ seconds: DURATION, concurrency: CONNECTIONS, nodeArgs: childArgs('server') }).then((ok) => void (process.exitCode = ok ? 0 : 1)) : main()).catch((err: unknown) => {
   console.error('bench failed:', err instanceof Error ? err.stack ?? err.message : err);
   process.exitCode = 1;
 });

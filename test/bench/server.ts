@@ -1,7 +1,8 @@
 /**
  * The benchmark's server process: a real idjag on an ephemeral port over the given SQLite file, silent.
  * Prints one JSON line `{"url": ..., "issuer": ..., "pid": ...}` once it listens; SIGTERM closes it. Spawned
- * with an IPC channel, it answers the message 'cpu' with its CPU time so far.
+ * with an IPC channel, it answers the message 'cpu' with its CPU time so far, 'memory' with its
+ * process.memoryUsage(), and 'memory-gc' with the same after a full GC (when started with --expose-gc).
  *
  *   node test/bench/server.ts --database /tmp/x/idjag.db
  */
@@ -17,7 +18,10 @@ if (!values.database) {
   process.exit(2);
 }
 
-const config = loadConfig([], {}, { port: 0, host: '127.0.0.1', database: values.database, logLevel: 'silent', seedOnEmpty: false });
+// The token endpoint's rate limit per client (IDJAG_TOKEN_RATE_LIMIT, 600 a minute by default) would refuse
+// the benchmark's one client after its first 600 requests: raised to its maximum, the limiter still counts
+// every request (its cost is in the numbers) but never refuses one.
+const config = loadConfig([], { IDJAG_TOKEN_RATE_LIMIT: '10000000' }, { port: 0, host: '127.0.0.1', database: values.database, logLevel: 'silent', seedOnEmpty: false });
 const idjag = await startIdjag(config, { log: pino({ level: 'silent' }) });
 process.stdout.write(`${JSON.stringify({ url: idjag.url, issuer: idjag.issuer, pid: process.pid })}\n`);
 
@@ -31,6 +35,11 @@ process.on('message', (m: unknown) => {
   if (m === 'cpu') {
     const { user, system } = process.cpuUsage();
     process.send?.({ cpuUs: user + system, gcUs });
+  } else if (m === 'memory' || m === 'memory-gc') {
+    const gc = m === 'memory-gc' ? (globalThis as { gc?: () => void }).gc : undefined;
+    gc?.();
+    const { rss, heapUsed, heapTotal, external, arrayBuffers } = process.memoryUsage();
+    process.send?.({ rss, heapUsed, heapTotal, external, arrayBuffers, gc: gc !== undefined });
   }
 });
 
