@@ -6,6 +6,7 @@ import * as m0004 from './0004_demo_todos.ts';
 import * as m0005 from './0005_admin.ts';
 import * as m0006 from './0006_audit_warnings.ts';
 import * as m0007 from './0007_rate_limits.ts';
+import * as m0008 from './0008_audit_resources_index.ts';
 
 /**
  * Every migration, by name. Listed statically (not read from the folder at run time) so the same list
@@ -19,4 +20,5 @@ export const migrations: Record<string, Migration> = {
   '0005_admin': m0005,
   '0006_audit_warnings': m0006,
   '0007_rate_limits': m0007,
+  '0008_audit_resources_index': m0008,
 };

@@ -1,6 +1,6 @@
 import { applySeed } from '../seed/index.ts';
 import { ConfigError, loadConfig } from './config/index.ts';
-import { migrateToLatest, openDatabase } from './db/index.ts';
+import { exclusively, migrateToLatest, openDatabase, type DB } from './db/index.ts';
 import { ensureSigningKeys, KEY_ALGS, RETIRED_KEY_RETENTION_SECONDS, rotateSigningKeys } from './oidc/keys.ts';
 import type { KeyPurpose } from './db/schema.ts';
 
@@ -21,40 +21,45 @@ async function run(): Promise<number> {
   const issuer = config.issuer ?? `http://localhost:${config.port}`;
   const database = openDatabase(config.database);
   try {
-    switch (command) {
-      case 'migrate': {
-        const { applied } = await migrateToLatest(database.db);
-        console.log(applied.length ? `applied: ${applied.join(', ')}` : 'already up to date');
-        return 0;
-      }
-      case 'seed': {
-        await migrateToLatest(database.db);
-        await ensureSigningKeys(database.db);
-        await applySeed(database.db, issuer);
-        console.log(`seed applied to ${config.database} (issuer ${issuer})`);
-        return 0;
-      }
-      case 'rotate-keys': {
-        const purposes = args.length ? args : Object.keys(KEY_ALGS);
-        const unknown = purposes.filter((p) => !(p in KEY_ALGS));
-        if (unknown.length) {
-          console.error(`unknown key purpose ${unknown.join(', ')}; use ${Object.keys(KEY_ALGS).join(' or ')}`);
-          return 2;
-        }
-        await migrateToLatest(database.db);
-        await ensureSigningKeys(database.db);
-        const { retired, created } = await rotateSigningKeys(database.db, purposes as KeyPurpose[]);
-        console.log(`new signing keys: ${created.join(', ')}`);
-        console.log(`retired (still published for ${RETIRED_KEY_RETENTION_SECONDS / 3600} h): ${retired.join(', ') || 'none'}`);
-        console.log('a running idjag picks the new keys up within 30 s');
-        return 0;
-      }
-      default:
-        console.error(USAGE);
-        return 2;
-    }
+    // one at a time with any idjag starting or rotating on the same PostgreSQL database
+    return await exclusively(database, () => runCommand(command, args, database.db, database.location, issuer));
   } finally {
     await database.close();
+  }
+}
+
+async function runCommand(command: string | undefined, args: string[], db: DB, location: string, issuer: string): Promise<number> {
+  switch (command) {
+    case 'migrate': {
+      const { applied } = await migrateToLatest(db);
+      console.log(applied.length ? `applied: ${applied.join(', ')}` : 'already up to date');
+      return 0;
+    }
+    case 'seed': {
+      await migrateToLatest(db);
+      await ensureSigningKeys(db);
+      await applySeed(db, issuer);
+      console.log(`seed applied to ${location} (issuer ${issuer})`);
+      return 0;
+    }
+    case 'rotate-keys': {
+      const purposes = args.length ? args : Object.keys(KEY_ALGS);
+      const unknown = purposes.filter((p) => !(p in KEY_ALGS));
+      if (unknown.length) {
+        console.error(`unknown key purpose ${unknown.join(', ')}; use ${Object.keys(KEY_ALGS).join(' or ')}`);
+        return 2;
+      }
+      await migrateToLatest(db);
+      await ensureSigningKeys(db);
+      const { retired, created } = await rotateSigningKeys(db, purposes as KeyPurpose[]);
+      console.log(`new signing keys: ${created.join(', ')}`);
+      console.log(`retired (still published for ${RETIRED_KEY_RETENTION_SECONDS / 3600} h): ${retired.join(', ') || 'none'}`);
+      console.log('a running idjag picks the new keys up within 30 s');
+      return 0;
+    }
+    default:
+      console.error(USAGE);
+      return 2;
   }
 }
 

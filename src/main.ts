@@ -11,7 +11,7 @@ import { seedIfEmpty } from '../seed/index.ts';
 import { ADMIN_API_PREFIX, ADMIN_UI_PREFIX, createAdmin } from './admin/index.ts';
 import { ConfigError, loadConfig, type Config } from './config/index.ts';
 import { clientViewRoutes } from './conformance/client-view.ts';
-import { migrateToLatest, openDatabase, type Database } from './db/index.ts';
+import { exclusively, migrateToLatest, openDatabase, type Database } from './db/index.ts';
 import { demoParties, type Demo } from './demo/index.ts';
 import { discoveryMetadata, exchangeMiddleware, registerTokenExchange } from './exchange/index.ts';
 import { deleteExpiredPayloads } from './oidc/adapter.ts';
@@ -66,13 +66,16 @@ export async function startIdjag(config: Config, options: StartOptions = {}): Pr
   const database = openDatabase(config.database);
   const { db } = database;
   try {
-    const { applied } = await migrateToLatest(db);
-    if (applied.length) log.info({ applied }, 'migrations applied');
-    const createdKeys = await ensureSigningKeys(db);
-    if (createdKeys.length) log.info({ kids: createdKeys }, 'signing keys generated');
-    const seeded = config.seedOnEmpty ? await seedIfEmpty(db, issuer) : false;
-    if (seeded) log.info('empty database seeded from seed/seed.json');
-    const cookieKeys = config.cookieKeys ?? (await storedCookieKeys(db));
+    // one node at a time, when several start together on one PostgreSQL database
+    const { seeded, cookieKeys } = await exclusively(database, async () => {
+      const { applied } = await migrateToLatest(db);
+      if (applied.length) log.info({ applied }, 'migrations applied');
+      const createdKeys = await ensureSigningKeys(db);
+      if (createdKeys.length) log.info({ kids: createdKeys }, 'signing keys generated');
+      const seeded = config.seedOnEmpty ? await seedIfEmpty(db, issuer) : false;
+      if (seeded) log.info('empty database seeded from seed/seed.json');
+      return { seeded, cookieKeys: config.cookieKeys ?? (await storedCookieKeys(db)) };
+    });
     const render = loadViews();
     const secure = issuer.startsWith('https:');
 
@@ -228,10 +231,12 @@ function banner(idjag: Idjag): string {
   return [
     '',
     `idjag is running at ${idjag.issuer}`,
+    // behind a load balancer the issuer is the balancer's: this is where this node itself listens
+    `  listening   ${idjag.config.host.includes(':') ? `[${idjag.config.host}]` : idjag.config.host}:${(idjag.server.address() as AddressInfo).port}`,
     `  discovery   ${idjag.issuer}/.well-known/openid-configuration`,
     `  jwks        ${idjag.issuer}/jwks`,
     `  health      ${idjag.issuer}/healthz`,
-    `  database    ${idjag.config.database}`,
+    `  database    ${idjag.database.location}`,
     `  admin ui    ${idjag.issuer}${ADMIN_UI_PREFIX}  (sign in as a member of the admins group)`,
     `  admin api   ${idjag.issuer}${ADMIN_API_PREFIX}  (Bearer: a client_credentials token with scope admin)`,
     ...(idjag.demo ? [

@@ -208,6 +208,8 @@ describe('users and groups', () => {
     expect(all.body.items.map((u: { username: string }) => u.username)).toEqual(['admin', 'alice', 'bob']);
     expect((await api.get('/users?group=sales')).body.items.map((u: { username: string }) => u.username)).toEqual(['bob']);
     expect((await api.get('/users?q=anderson')).body.items.map((u: { username: string }) => u.username)).toEqual(['alice']);
+    // the search ignores case on both dialects (SQLite's LIKE does, PostgreSQL's does not)
+    expect((await api.get('/users?q=ANDERSON')).body.items.map((u: { username: string }) => u.username)).toEqual(['alice']);
     const page = await api.get('/users?limit=2');
     expect(page.body.next).toBe('alice');
     expect((await api.get('/users?limit=2&after=alice')).body.items.map((u: { username: string }) => u.username)).toEqual(['bob']);

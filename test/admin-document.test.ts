@@ -1,10 +1,8 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { applyDocument, exportDocument, parseDocument } from '../src/admin/document.ts';
 import { migrateToLatest, openDatabase } from '../src/db/index.ts';
 import { tokenRequest } from './helpers/browser.ts';
 import { connectAdmin, type AdminClient } from './helpers/admin.ts';
+import { createTestDatabase } from './helpers/database.ts';
 import { TODO_AS, TODO_MCP } from './helpers/exchange.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
 
@@ -44,8 +42,8 @@ test('export: the whole configuration as one document, without secrets or passwo
 
 test('round trip: an export applied to an empty database gives back the same export; applied to its own, changes nothing', async () => {
   const original = (await api.get('/export')).body;
-  const dir = mkdtempSync(join(tmpdir(), 'idjag-roundtrip-'));
-  const fresh = openDatabase(join(dir, 'fresh.db'));
+  const scratch = await createTestDatabase('idjag-roundtrip');
+  const fresh = openDatabase(scratch.location);
   try {
     await migrateToLatest(fresh.db);
     const created = await applyDocument(fresh.db, parseDocument(original), 'import-test');
@@ -57,7 +55,7 @@ test('round trip: an export applied to an empty database gives back the same exp
     expect(await applyDocument(fresh.db, parseDocument(original), 'import-test')).toEqual([]);
   } finally {
     await fresh.close();
-    rmSync(dir, { recursive: true, force: true });
+    await scratch.dispose();
   }
   const before = await changeCount();
   const again = await api.post('/import', original);

@@ -41,6 +41,8 @@ describe('rules: CRUD over HTTP, each change in the change log', () => {
     expect(await ids('?group=sales')).toEqual(['sales-todo-admin']);
     expect(await ids('?group=engineering')).toContain('engineering-todo');
     expect(await ids('?group=engineering')).not.toContain('sales-todo-admin');
+    // group names are case-sensitive (two groups may differ by case only): the same answer on both dialects
+    expect(await ids('?group=SALES')).toEqual([]);
     expect(await ids(`?resource=${encodeURIComponent(TODO_ADMIN_MCP)}`)).toEqual(['sales-todo-admin']);
     expect(await ids(`?resource=${encodeURIComponent(TODO_MCP)}`)).toEqual(['engineering-todo']);
     expect(await ids('?client_id=partner-app')).toEqual([]);

@@ -1,14 +1,12 @@
-import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { pino } from 'pino';
 import { AS_CASES } from '../src/conformance/as-kit.ts';
 import { loadConfig } from '../src/config/index.ts';
 import { DEMO_AS_CLIENT } from '../src/demo/seeded.ts';
 import { startIdjag, type Idjag } from '../src/main.ts';
 import { adminSignIn, AdminUi, fieldError, text, type Page } from './helpers/admin-ui.ts';
+import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
 import { startTestServer } from './helpers/server.ts';
 
 /**
@@ -25,7 +23,7 @@ const ECHOED_SECRET = 'echo-me-secret-5d1e';
 /** every log line this idjag writes, at debug level, to check what was (not) logged */
 const logLines: string[] = [];
 let idjag: Idjag;
-let home: string;
+let home: TestDatabase;
 let ui: AdminUi;
 let fake: FakeAs;
 
@@ -52,8 +50,8 @@ async function startFakeAs(): Promise<FakeAs> {
 }
 
 beforeAll(async () => {
-  home = mkdtempSync(join(tmpdir(), 'idjag-test-'));
-  const config = loadConfig([], {}, { port: 0, host: '127.0.0.1', database: join(home, 'idjag.db'), logLevel: 'debug' });
+  home = await createTestDatabase('idjag-test');
+  const config = loadConfig([], {}, { port: 0, host: '127.0.0.1', database: home.location, logLevel: 'debug' });
   const log = pino({ level: 'debug' }, { write: (line: string) => { logLines.push(line); } });
   idjag = await startIdjag(config, { log });
   ui = await adminSignIn(idjag.url);
@@ -63,7 +61,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await fake?.close();
   await idjag?.close();
-  rmSync(home, { recursive: true, force: true });
+  await home?.dispose();
 });
 
 const demo = () => idjag.demo!;

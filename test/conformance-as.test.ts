@@ -201,7 +201,7 @@ describe('npm run conformance (the CLI, as a child process)', () => {
 
   function cli(args: string[]): Promise<Run> {
     const child = spawn(process.execPath, ['src/conformance/cli.ts', ...args], {
-      env: { ...process.env, NODE_OPTIONS: '', DATABASE: '', ISSUER: '' },
+      env: { ...process.env, NODE_OPTIONS: '', DATABASE: '', DATABASE_URL: '', ISSUER: '' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';

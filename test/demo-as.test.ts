@@ -1,9 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import Koa from 'koa';
 import { createRemoteJWKSet, decodeJwt, decodeProtectedHeader, generateKeyPair, importJWK, jwtVerify, SignJWT, type JWK } from 'jose';
 import { applyDocument, parseDocument } from '../src/admin/document.ts';
@@ -11,6 +8,7 @@ import { migrateToLatest, openDatabase, type Database } from '../src/db/index.ts
 import { demoResourceAs, JWT_BEARER } from '../src/demo/resource-as.ts';
 import { basic, signIn } from './helpers/browser.ts';
 import { exchange, TODO_AS, TODO_MCP } from './helpers/exchange.ts';
+import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
 
 const AGENT = { id: 'demo-agent-at-todo', secret: 'demo-agent-at-todo-secret' };
@@ -25,15 +23,15 @@ interface DemoAs {
   close(): Promise<void>;
 }
 
-/** The demo AS as its own party: its own koa app, port and SQLite file; only the IdP's URLs are shared. */
-async function startDemoAs(dbFile: string, port = 0, idpJwksUri = `${idjag.url}/jwks`): Promise<DemoAs> {
+/** The demo AS as its own party: its own koa app, port and database; only the IdP's URLs are shared. */
+async function startDemoAs(dbLocation: string, port = 0, idpJwksUri = `${idjag.url}/jwks`): Promise<DemoAs> {
   const server: Server = createServer();
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, '127.0.0.1', () => resolve());
   });
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  const database = openDatabase(dbFile);
+  const database = openDatabase(dbLocation);
   await migrateToLatest(database.db);
   const demo = demoResourceAs({
     db: database.db,
@@ -63,15 +61,15 @@ async function startDemoAs(dbFile: string, port = 0, idpJwksUri = `${idjag.url}/
 }
 
 let idjag: TestServer;
-let demoDir: string;
+let demoDb: TestDatabase;
 let demo: DemoAs;
 let alice: Awaited<ReturnType<typeof signIn>>;
 let idJagKey: { kid: string; privateJwk: JWK };
 
 beforeAll(async () => {
   idjag = await startTestServer();
-  demoDir = mkdtempSync(join(tmpdir(), 'idjag-demo-as-'));
-  demo = await startDemoAs(join(demoDir, 'demo.db'));
+  demoDb = await createTestDatabase('idjag-demo-as');
+  demo = await startDemoAs(demoDb.location);
   // The IdP's admin registers the demo AS as a Resource AS with two MCP servers, and lets demo-agent reach
   // both for engineering, as demo-agent-at-todo at the demo AS.
   await applyDocument(idjag.database.db, parseDocument({
@@ -102,7 +100,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await demo?.close();
-  rmSync(demoDir, { recursive: true, force: true });
+  await demoDb?.dispose();
   await idjag?.dispose();
 });
 
@@ -231,7 +229,7 @@ test('a jti is accepted once, and still refused after the demo AS restarts on th
   const kidBefore = decodeProtectedHeader((await jwtBearer({ assertion: await realIdJag() })).body.access_token).kid;
   const port = Number(new URL(demo.url).port);
   await demo.close();
-  demo = await startDemoAs(join(demoDir, 'demo.db'), port);
+  demo = await startDemoAs(demoDb.location, port);
   const afterRestart = await jwtBearer({ assertion });
   expect(afterRestart.status).toBe(400);
   expect(afterRestart.body.error_description).toMatch(/already used/);
@@ -328,13 +326,13 @@ test('GET on the token endpoint is 405, the JWKS publishes only a public key', a
 });
 
 test('an unreachable IdP JWKS is an invalid_grant naming the JWKS, not a 500', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'idjag-demo-as-nojwks-'));
+  const scratch = await createTestDatabase('idjag-demo-as-nojwks');
   // a port that was just bound and released: nothing listens there
   const probe = createServer();
   await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
   const deadPort = (probe.address() as AddressInfo).port;
   await new Promise((resolve) => probe.close(resolve));
-  const cut = await startDemoAs(join(dir, 'demo.db'), 0, `http://127.0.0.1:${deadPort}/jwks`);
+  const cut = await startDemoAs(scratch.location, 0, `http://127.0.0.1:${deadPort}/jwks`);
   try {
     const res = await fetch(`${cut.issuer}/token`, {
       method: 'POST',
@@ -345,6 +343,6 @@ test('an unreachable IdP JWKS is an invalid_grant naming the JWKS, not a 500', a
     expect(await res.json()).toEqual({ error: 'invalid_grant', error_description: expect.stringMatching(/JWKS could not be fetched/) });
   } finally {
     await cut.close();
-    rmSync(dir, { recursive: true, force: true });
+    await scratch.dispose();
   }
 });

@@ -3,7 +3,7 @@
  * description a client author can act on, no token in the body, and exactly one audit row that names the
  * failed check.
  */
-import { createPublicKey, type JsonWebKey } from 'node:crypto';
+import { createPublicKey, randomUUID, type JsonWebKey } from 'node:crypto';
 import { decodeJwt, decodeProtectedHeader, generateKeyPair, importJWK, SignJWT, type JWK, type JWTPayload } from 'jose';
 import { authorize, REDIRECT_URI, signIn, tokenRequest, type TokenResponse } from './helpers/browser.ts';
 import { exchange, ID_JAG, ID_TOKEN, REFRESH_TOKEN, TODO_ADMIN_MCP, TODO_AS, TODO_MCP } from './helpers/exchange.ts';
@@ -366,6 +366,18 @@ describe('the target (invalid_target) and the scope (invalid_scope)', () => {
     const res = await expectDenied(() => exchange(idjag.url, alice.tokens.id_token, { scope }),
       { error: 'invalid_scope', check: 'scope', description: new RegExp(`none of the requested scopes \\(${scope}\\) may be granted`) });
     expect(res.body.error_description).not.toMatch(/engineering|todos\.read|todos\.write/);
+  });
+
+  test('hundreds of resources: refused, and audited with every one of them (no index entry may be too long for the row)', async () => {
+    // random names: PostgreSQL compresses a long index entry, and a repetitive list would fit compressed
+    const resources = Array.from({ length: 300 }, () => `https://${randomUUID()}.example/mcp`);
+    const before = await auditCount();
+    const res = await exchange(idjag.url, alice.tokens.id_token, { resource: resources });
+    expect(res.status).toBe(400);
+    expect(res.body).not.toHaveProperty('access_token');
+    expect(await auditCount()).toBe(before + 1);
+    const [row] = await lastAuditRows(1);
+    expect({ decision: row!.decision, resources: JSON.parse(row!.resources!) }).toEqual({ decision: 'denied', resources });
   });
 
   test('a granted subset is not an error: the response names the scope', async () => {

@@ -357,8 +357,10 @@ const hostileArb = fc.tuple(validArb, fc.array(fatalArb, { minLength: 1, maxLeng
 
 // ---------------------------------------------------------------------------------------------------------
 
-const issuedCount = () => (idjag.database.sqlite.prepare("select count(*) as n from audit_log where decision = 'issued'").get() as { n: number }).n;
-const issuedRow = (jti: string) => idjag.database.sqlite.prepare("select client_id, audience from audit_log where jti = ? and decision = 'issued'").get(jti);
+const issuedCount = async () => Number((await idjag.database.db.selectFrom('audit_log').where('decision', '=', 'issued')
+  .select((eb) => eb.fn.countAll().as('n')).executeTakeFirstOrThrow()).n);
+const issuedRow = (jti: string) => idjag.database.db.selectFrom('audit_log').select(['client_id', 'audience'])
+  .where('jti', '=', jti).where('decision', '=', 'issued').executeTakeFirst();
 const STACK = /(\\n|\n)\s+at\s|node:internal|node_modules\/|\.(ts|js|mjs):\d+:\d+/;
 
 const stats = { valid: 0, hostile: 0, statuses: new Map<number, number>() };
@@ -370,7 +372,7 @@ test(`${RUNS} random token requests, valid and hostile mixed: never a 5xx or a s
       r.fatal.push(mutation.name);
       await mutation.apply(r);
     }
-    const issuedBefore = issuedCount();
+    const issuedBefore = await issuedCount();
     const res = await send(r);
     stats.statuses.set(res.status, (stats.statuses.get(res.status) ?? 0) + 1);
     const context = `${r.fatal.join(', ') || 'valid'}: ${res.status} ${res.text.slice(0, 300)}`;
@@ -387,15 +389,15 @@ test(`${RUNS} random token requests, valid and hostile mixed: never a 5xx or a s
       expect(res.headers.get('cache-control')).toBe('no-store');
       const { payload, protectedHeader } = await jwtVerify(json.access_token as string, jwks, { issuer: idjag.issuer, audience: r.audience, algorithms: ['ES256'] });
       expect(protectedHeader.typ).toBe('oauth-id-jag+jwt');
-      expect(issuedRow(payload.jti!)).toEqual({ client_id: 'demo-agent', audience: get(r, 'audience') });
-      expect(issuedCount()).toBe(issuedBefore + 1);
+      expect(await issuedRow(payload.jti!)).toEqual({ client_id: 'demo-agent', audience: get(r, 'audience') });
+      expect(await issuedCount()).toBe(issuedBefore + 1);
     } else {
       stats.hostile++;
       if (res.status < 400) throw new Error(`a hostile request was not refused: ${context}`);
       if (/access_token|refresh_token|id_token"|eyJ[A-Za-z0-9_-]+\.eyJ/.test(res.text.replace(/"error_description":"(?:[^"\\]|\\.)*"/, ''))) {
         throw new Error(`a token in the answer to ${context}`);
       }
-      if (issuedCount() !== issuedBefore) throw new Error(`something was issued for ${context}`);
+      if (await issuedCount() !== issuedBefore) throw new Error(`something was issued for ${context}`);
       if (r.method === 'POST') {
         // the provider's JSON error, uncacheable
         const json = JSON.parse(res.text) as Record<string, unknown>;

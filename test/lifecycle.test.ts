@@ -1,14 +1,12 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { createTestDatabase } from './helpers/database.ts';
 
 /** `npm start` as a real process: it prints where it runs, serves, and shuts down cleanly on SIGTERM and SIGINT. */
 test.each(['SIGTERM', 'SIGINT'] as const)('the server process stops cleanly on %s', async (signal) => {
-  const dir = mkdtempSync(join(tmpdir(), 'idjag-proc-'));
-  const child = spawn(process.execPath, ['src/main.ts', '--port', '0', '--host', '127.0.0.1', '--log-level', 'info'], {
-    env: { ...process.env, DATABASE: join(dir, 'idjag.db'), NODE_OPTIONS: '' },
+  const database = await createTestDatabase('idjag-proc');
+  const child = spawn(process.execPath, ['src/main.ts', '--port', '0', '--host', '127.0.0.1', '--log-level', 'info', '--database', database.location], {
+    env: { ...process.env, NODE_OPTIONS: '' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   try {
@@ -33,6 +31,6 @@ test.each(['SIGTERM', 'SIGINT'] as const)('the server process stops cleanly on %
     expect(logs.join('\n')).not.toMatch(/"path":"[^"]*\?/);
   } finally {
     child.kill('SIGKILL');
-    rmSync(dir, { recursive: true, force: true });
+    await database.dispose();
   }
 });

@@ -1,4 +1,6 @@
+import { sql } from 'kysely';
 import { z } from 'zod';
+import { AUDIT_RESOURCES_INDEXED } from '../../migrations/0008_audit_resources_index.ts';
 import type { DB } from '../db/index.ts';
 import type { AuditDecision, AuditLogTable } from '../db/schema.ts';
 import { CHECKS_BY_NAME, type CheckRecord } from '../exchange/checks.ts';
@@ -113,7 +115,12 @@ export async function auditQuery(db: DB, f: AuditFilter, after?: { at: number; i
   if (f.decision !== undefined) q = q.where('decision', '=', f.decision);
   if (f.client_id !== undefined) q = q.where('client_id', '=', f.client_id);
   if (f.user !== undefined) q = q.where('sub', '=', await subFor(db, f.user));
-  if (f.resource !== undefined) q = q.where('resources', '=', oneResource(f.resource));
+  if (f.resource !== undefined) {
+    const resources = oneResource(f.resource);
+    q = q.where('resources', '=', resources);
+    // the partial index's own condition, word for word, so the planner may use it (longer values are not in it)
+    if (resources.length <= AUDIT_RESOURCES_INDEXED) q = q.where(sql<boolean>`length(${sql.ref('resources')}) <= ${sql.lit(AUDIT_RESOURCES_INDEXED)}`);
+  }
   if (f.reason !== undefined) q = q.where('reason', '=', f.reason);
   if (f.from !== undefined) q = q.where('at', '>=', f.from);
   // One upper bound, the tighter of `to` and the cursor: with both, SQLite would seek on `to` and walk every

@@ -7,7 +7,7 @@ import { findResourceServer } from '../exchange/target.ts';
 import { MAX_LIFETIME } from '../policy/index.ts';
 import { diff, recordChanges, type Actor, type Change } from './changes.ts';
 import { InvalidInput, NotFound, invalid, parseInput, type Issue } from './errors.ts';
-import { containsPattern, Description, QueryBoolean, RuleId, Scope, Uri } from './fields.ts';
+import { Description, QueryBoolean, RuleId, Scope, Uri } from './fields.ts';
 import { isoFromSeconds, merge, present } from './format.ts';
 
 /**
@@ -272,8 +272,7 @@ export async function listRules(db: DB, f: RuleFilter): Promise<{ items: RuleVie
     q = q.where('resource_server_id', '=', mcp.resource_server_id).where((eb) => eb.or([eb('mcp_server_id', '=', mcp.id), eb('mcp_server_id', 'is', null)]));
   }
   if (f.group !== undefined) {
-    // subjects is a JSON array of group names; a quoted, escaped LIKE matches one element exactly
-    q = q.where('subject_kind', '=', 'groups').where(sql<boolean>`${sql.ref('subjects')} like ${containsPattern(JSON.stringify(f.group))} escape '\\'`);
+    q = q.where('subject_kind', '=', 'groups').where(namesSubject(f.group));
   }
   if (f.enabled !== undefined) q = q.where('enabled', '=', f.enabled ? 1 : 0);
   if (f.after !== undefined) q = q.where('id', '>', f.after);
@@ -282,14 +281,24 @@ export async function listRules(db: DB, f: RuleFilter): Promise<{ items: RuleVie
   return { items: await toViews(db, page), next: rows.length > f.limit ? page.at(-1)!.id : null };
 }
 
+/**
+ * `subjects` (a JSON array of group names or subs) holds this one as an element: its quoted JSON form occurs
+ * in the text. Case-sensitive on both dialects, as names are (LIKE folds case on SQLite and not on PostgreSQL;
+ * replace() compares exactly on both).
+ */
+const namesSubject = (name: string) => {
+  const quoted = JSON.stringify(name);
+  return sql<boolean>`replace(${sql.ref('subjects')}, ${quoted}, '') <> ${sql.ref('subjects')}`;
+};
+
 /** Ids of the rules that name an entity, so deleting it can be refused instead of silently cascading. */
 export async function rulesReferencing(db: DB, ref: { clientId?: string; resourceServerId?: string; mcpServerId?: string; group?: string; sub?: string }): Promise<string[]> {
   let q = db.selectFrom('policy_rules').select('id');
   if (ref.clientId !== undefined) q = q.where('client_id', '=', ref.clientId);
   if (ref.resourceServerId !== undefined) q = q.where('resource_server_id', '=', ref.resourceServerId);
   if (ref.mcpServerId !== undefined) q = q.where('mcp_server_id', '=', ref.mcpServerId);
-  if (ref.group !== undefined) q = q.where('subject_kind', '=', 'groups').where(sql<boolean>`${sql.ref('subjects')} like ${containsPattern(JSON.stringify(ref.group))} escape '\\'`);
-  if (ref.sub !== undefined) q = q.where('subject_kind', '=', 'users').where(sql<boolean>`${sql.ref('subjects')} like ${containsPattern(JSON.stringify(ref.sub))} escape '\\'`);
+  if (ref.group !== undefined) q = q.where('subject_kind', '=', 'groups').where(namesSubject(ref.group));
+  if (ref.sub !== undefined) q = q.where('subject_kind', '=', 'users').where(namesSubject(ref.sub));
   return (await q.orderBy('id').limit(100).execute()).map((r) => r.id);
 }
 

@@ -131,8 +131,9 @@ export async function listUsers(db: DB, f: UserFilter): Promise<{ items: UserVie
     q = q.where('sub', 'in', (eb) => eb.selectFrom('group_members').select('user_sub').where('group_name', '=', group));
   }
   if (f.q !== undefined) {
+    // case-insensitive on both dialects: SQLite's LIKE folds ASCII case, PostgreSQL's does not
     const like = containsPattern(f.q);
-    q = q.where((eb) => eb.or((['username', 'email', 'name'] as const).map((c) => sql<boolean>`${sql.ref(c)} like ${like} escape '\\'`)));
+    q = q.where((eb) => eb.or((['username', 'email', 'name'] as const).map((c) => sql<boolean>`lower(${sql.ref(c)}) like lower(${like}) escape '\\'`)));
   }
   if (f.disabled !== undefined) q = q.where('disabled', '=', f.disabled ? 1 : 0);
   if (f.after !== undefined) q = q.where('username', '>', f.after);

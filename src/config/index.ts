@@ -11,7 +11,9 @@ const Settings = z.object({
   /** unset: `http://localhost:{port}` (or the host, when one is set), with the port actually bound (so port 0 works) */
   issuer: z.url({ protocol: /^https?$/ }).refine((u) => !u.endsWith('/'), 'must not end with a slash')
     .refine((u) => !/[?#]/.test(u), 'must not contain a query or fragment').optional(),
-  database: z.string().min(1),
+  /** a SQLite file path (the default, one machine) or a postgres:// URL (several nodes on one database) */
+  database: z.string().min(1).refine((d) => !/^postgres(ql)?:/i.test(d) || (URL.canParse(d) && /^postgres(ql)?:\/\/[^/]/i.test(d)),
+    'a PostgreSQL database is a URL such as postgres://user:password@host:5432/idjag'),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
   cookieKeys: z.array(z.string().min(16, 'each cookie key needs at least 16 characters')).optional(),
   production: z.boolean(),
@@ -66,7 +68,8 @@ export function loadConfig(
     port,
     host: values.host ?? env.HOST ?? '0.0.0.0',
     issuer: values.issuer ?? env.ISSUER,
-    database: values.database ?? env.DATABASE ?? './data/idjag.db',
+    // DATABASE_URL (the usual name on platforms that provision PostgreSQL) wins over DATABASE
+    database: values.database ?? (env.DATABASE_URL || undefined) ?? env.DATABASE ?? './data/idjag.db',
     logLevel: values['log-level'] ?? env.LOG_LEVEL ?? 'info',
     cookieKeys: cookieKeys ? cookieKeys.split(',').map((k) => k.trim()).filter(Boolean) : undefined,
     production: values.production ?? env.NODE_ENV === 'production',

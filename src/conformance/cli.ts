@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from '../config/index.ts';
-import { openDatabase } from '../db/index.ts';
+import { isPostgresUrl, openDatabase } from '../db/index.ts';
 import { formatAsReport, runAsConformance, type AsConformanceOptions, type ConformanceIdp } from './as-kit.ts';
 import { idjagConformanceIdp } from './idjag-idp.ts';
 
@@ -15,7 +15,7 @@ import { idjagConformanceIdp } from './idjag-idp.ts';
  */
 const USAGE = `usage: npm run conformance -- as --token-endpoint URL --issuer ISSUER --client-id ID --client-secret SECRET
                                   [--resource URL] [--scope "a b"] [--subject SUB] [--email EMAIL]
-                                  [--json] [--timeout SECONDS] [--database FILE] [--idp-issuer URL]
+                                  [--json] [--timeout SECONDS] [--database FILE|URL] [--idp-issuer URL]
 
   as                 check a Resource AS's JWT-bearer grant with valid and faulty ID-JAGs signed by idjag
   --token-endpoint   the AS's token endpoint
@@ -27,7 +27,7 @@ const USAGE = `usage: npm run conformance -- as --token-endpoint URL --issuer IS
   --subject, --email the ID-JAG's sub (default idjag-conformance-kit) and email
   --json             print the report as JSON instead of text
   --timeout          seconds to wait for each answer (default 15)
-  --database         idjag's database, which holds its ID-JAG signing key (env DATABASE, default ./data/idjag.db)
+  --database         idjag's database, which holds its ID-JAG signing key (env DATABASE_URL or DATABASE, default ./data/idjag.db)
   --idp-issuer       idjag's issuer, the ID-JAG's iss (env ISSUER, default http://localhost:$PORT)
 
 The AS must trust idjag's issuer and its JWKS ({idp-issuer}/jwks), and the client must be registered there.
@@ -122,14 +122,14 @@ function idjagSettings(values: Values, env: NodeJS.ProcessEnv): { database: stri
 
 /** Reads the key, never writes: a missing database is an error here, not something to create and seed. */
 async function loadIdp(database: string, issuer: string): Promise<ConformanceIdp> {
-  if (database !== ':memory:' && !existsSync(database)) {
+  if (!isPostgresUrl(database) && database !== ':memory:' && !existsSync(database)) {
     throw new SetupError(`no idjag database at ${database}: start idjag once (npm start) or pass --database / DATABASE`);
   }
-  const { db, close } = openDatabase(database);
+  const { db, close, location } = openDatabase(database);
   try {
     return await idjagConformanceIdp(db, issuer);
   } catch (err) {
-    throw new SetupError(`cannot read idjag's ID-JAG signing key from ${database}: ${err instanceof Error ? err.message : String(err)}`);
+    throw new SetupError(`cannot read idjag's ID-JAG signing key from ${location}: ${err instanceof Error ? err.message : String(err)}`);
   } finally {
     await close();
   }

@@ -1,7 +1,8 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import SQLite from 'better-sqlite3';
-import { Kysely, SqliteDialect } from 'kysely';
+import { Kysely, PostgresDialect, SqliteDialect } from 'kysely';
+import pg from 'pg';
 import { Migrator, type Migration, type MigrationProvider } from 'kysely/migration';
 import { migrations } from '../../migrations/index.ts';
 import type { Schema } from './schema.ts';
@@ -9,13 +10,29 @@ import type { Schema } from './schema.ts';
 export type { Schema } from './schema.ts';
 export type DB = Kysely<Schema>;
 
-export interface Database {
+interface DatabaseBase {
   db: DB;
+  /** where it is: a file path, or a PostgreSQL URL with any password removed */
+  location: string;
+  close(): Promise<void>;
+}
+
+export interface SqliteDatabase extends DatabaseBase {
   dialect: 'sqlite';
   /** for diagnostics and integrity checks the query builder cannot express */
   sqlite: SQLite.Database;
-  close(): Promise<void>;
 }
+
+export interface PostgresDatabase extends DatabaseBase {
+  dialect: 'postgres';
+  /** the connection pool kysely uses, for what must share it (rate-limit counters) */
+  pool: pg.Pool;
+}
+
+/** SQLite for one machine (the default), PostgreSQL for several nodes on one database. */
+export type Database = SqliteDatabase | PostgresDatabase;
+
+export const isPostgresUrl = (location: string): boolean => /^postgres(ql)?:\/\//i.test(location);
 
 const STATEMENT_CACHE_SIZE = 512;
 
@@ -23,7 +40,7 @@ const STATEMENT_CACHE_SIZE = 512;
  * kysely's SQLite driver calls `prepare()` for every query, which costs about as much as running the query.
  * Statements are reusable, so hand the driver a facade whose `prepare` remembers them (bounded, oldest out).
  */
-function withStatementCache(sqlite: SQLite.Database): SQLite.Database {
+export function withStatementCache(sqlite: SQLite.Database): SQLite.Database {
   const cache = new Map<string, SQLite.Statement>();
   const prepare = (source: string) => {
     let stmt = cache.get(source);
@@ -43,7 +60,11 @@ function withStatementCache(sqlite: SQLite.Database): SQLite.Database {
   });
 }
 
-export function openDatabase(path: string): Database {
+export function openDatabase(location: string): Database {
+  return isPostgresUrl(location) ? openPostgres(location) : openSqlite(location);
+}
+
+function openSqlite(path: string): SqliteDatabase {
   if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
   const sqlite = new SQLite(path);
   sqlite.pragma('journal_mode = WAL');
@@ -55,11 +76,70 @@ export function openDatabase(path: string): Database {
   return {
     db,
     dialect: 'sqlite',
+    location: path,
     sqlite,
     async close() {
       await db.destroy();
     },
   };
+}
+
+// bigint columns hold epoch seconds and milliseconds: well inside Number's exact range, so read them as
+// numbers, as SQLite returns them (pg returns int8 as strings by default). Set per pool, not globally.
+const INT8_OID = 20;
+const pgTypes = {
+  getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
+    (oid === INT8_OID && format !== 'binary' ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format as 'text'))) as typeof pg.types.getTypeParser,
+};
+
+export const POOL_SIZE = 10;
+const CONNECT_TIMEOUT_MS = 5000;
+
+function openPostgres(url: string): PostgresDatabase {
+  // A connection attempt that hangs (a host gone from the network) fails after a few seconds instead of
+  // holding a request forever: the exchange then fails closed (503) and /healthz says so.
+  const pool = new pg.Pool({
+    connectionString: url, max: POOL_SIZE, types: pgTypes, application_name: 'idjag', connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+  });
+  // An idle client's error (the server restarting, a network cut) must not crash the process; the next
+  // query gets a fresh connection or its own error.
+  pool.on('error', () => {});
+  const db = new Kysely<Schema>({ dialect: new PostgresDialect({ pool }) });
+  const redacted = new URL(url);
+  if (redacted.password) redacted.password = '***';
+  if (redacted.searchParams.has('password')) redacted.searchParams.set('password', '***');
+  return {
+    db,
+    dialect: 'postgres',
+    location: redacted.toString(),
+    pool,
+    async close() {
+      await db.destroy();
+    },
+  };
+}
+
+/**
+ * Runs `fn` while no other idjag process on the same database runs one: first-start work reads, then writes
+ * (is there an active signing key? is the database empty?), so two nodes starting together on an empty
+ * PostgreSQL database would otherwise both generate keys, or both seed. A session advisory lock held on one
+ * pooled connection; on SQLite, one machine's file, there is nothing to coordinate.
+ */
+export async function exclusively<T>(database: Database, fn: () => Promise<T>): Promise<T> {
+  if (database.dialect === 'sqlite') return fn();
+  const client = await database.pool.connect();
+  let broken: unknown;
+  try {
+    await client.query("select pg_advisory_lock(hashtext('idjag.startup'))");
+    try {
+      return await fn();
+    } finally {
+      await client.query("select pg_advisory_unlock(hashtext('idjag.startup'))").catch((err: unknown) => { broken = err; });
+    }
+  } finally {
+    // a connection whose unlock failed may still hold the lock: close it rather than pool it
+    client.release(broken instanceof Error ? broken : undefined);
+  }
 }
 
 class StaticMigrationProvider implements MigrationProvider {

@@ -4,7 +4,7 @@ import { errors, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Logger } from 'pino';
 import { RateLimiterPostgres, RateLimiterRes, RateLimiterSQLite, type RateLimiterStoreAbstract } from 'rate-limiter-flexible';
 import type { Config } from '../config/index.ts';
-import type { Database, DB } from '../db/index.ts';
+import type { Database, DB, SqliteDatabase } from '../db/index.ts';
 import type { GrantWrapper } from '../oidc/provider.ts';
 
 /**
@@ -29,18 +29,17 @@ interface LimiterOptions {
 }
 
 type LimiterFactory = (options: LimiterOptions) => RateLimiterStoreAbstract;
-type SQLiteHandle = Extract<Database, { dialect: 'sqlite' }>['sqlite'];
+type SQLiteHandle = SqliteDatabase['sqlite'];
 
 /**
  * The one place that knows where the counters are stored. The table is the migration's, and the periodic
  * cleanup purges it (`purgeExpiredRateLimits`), so no library timer outlives the database.
  */
 function limiterFactory(database: Database): LimiterFactory {
-  // A PostgreSQL Database hands over kysely's pool (the type is widened so this compiles before that
-  // dialect's Database type exists).
-  const d = database as Database | { dialect: 'postgres'; pool: unknown };
-  if (d.dialect === 'postgres') {
-    const storeClient = d.pool;
+  // PostgreSQL: kysely's own pool (the library takes a connection per query and gives it back). Its queries
+  // are single statements (INSERT ... ON CONFLICT ... RETURNING), atomic across the nodes sharing the table.
+  if (database.dialect === 'postgres') {
+    const storeClient = database.pool;
     return (o) => new RateLimiterPostgres({
       ...o, storeClient, storeType: 'pool', tableName: RATE_LIMIT_TABLE, tableCreated: true, clearExpiredByTimeout: false,
     });
@@ -48,7 +47,7 @@ function limiterFactory(database: Database): LimiterFactory {
   // The very connection kysely uses: a second one would wait for SQLite's write lock synchronously, on the
   // event loop, while a kysely transaction holds it. (So a counter write made while a kysely transaction is
   // open joins that transaction.)
-  const storeClient = withStatementCache(d.sqlite);
+  const storeClient = withStatementCache(database.sqlite);
   return (o) => new SQLiteLimiter({
     ...o, storeClient, storeType: 'better-sqlite3', tableName: RATE_LIMIT_TABLE, tableCreated: true, clearExpiredByTimeout: false,
   });
