@@ -3,6 +3,7 @@ import type { Context } from 'koa';
 import type { DB } from '../db/index.ts';
 import { CHECKS_BY_NAME, type CheckRecord } from '../exchange/checks.ts';
 import { VerifiedSecretCache } from '../oidc/secrets.ts';
+import { basicCredentials } from '../web/basic-auth.ts';
 import type { Render } from '../web/views.ts';
 
 const verified = new VerifiedSecretCache();
@@ -12,21 +13,6 @@ const MAX_LIMIT = 200;
 export interface ClientViewDeps {
   db: DB;
   render: Render;
-}
-
-/** Basic credentials from the Authorization header (RFC 6749 §2.3.1: form-urlencoded id and secret). */
-function basicCredentials(header: string): { id: string; secret: string } | undefined {
-  const m = /^Basic ([A-Za-z0-9+/=]+)$/i.exec(header);
-  if (!m) return undefined;
-  const decoded = Buffer.from(m[1]!, 'base64').toString('utf8');
-  const i = decoded.indexOf(':');
-  if (i < 1) return undefined;
-  try {
-    const unescape = (s: string) => decodeURIComponent(s.replace(/\+/g, '%20'));
-    return { id: unescape(decoded.slice(0, i)), secret: unescape(decoded.slice(i + 1)) };
-  } catch {
-    return undefined;
-  }
 }
 
 /** Who is asking: the client whose id and secret these are, or why not. */

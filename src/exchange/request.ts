@@ -1,4 +1,5 @@
 import type { KoaContextWithOIDC } from 'oidc-provider';
+import { basicCredentials } from '../web/basic-auth.ts';
 import type { CheckList } from './checks.ts';
 
 export const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
@@ -45,24 +46,10 @@ export const splitScope = (v: unknown): string[] | undefined => {
   return s === undefined ? undefined : [...new Set(s.split(' ').filter(Boolean))];
 };
 
-/** The client id a Basic authorization header claims, for the audit of a client that failed to authenticate. */
-function basicClientId(header: string): string | undefined {
-  const m = /^Basic ([A-Za-z0-9+/=]+)$/i.exec(header);
-  if (!m) return undefined;
-  const decoded = Buffer.from(m[1]!, 'base64').toString('utf8');
-  const i = decoded.indexOf(':');
-  if (i < 1) return undefined;
-  try {
-    return decodeURIComponent(decoded.slice(0, i).replace(/\+/g, '%20'));
-  } catch {
-    return undefined;
-  }
-}
-
 export function requestFacts(ctx: KoaContextWithOIDC): RequestFacts {
   const p = (ctx.oidc?.params ?? {}) as Params;
   const facts: RequestFacts = {};
-  const clientId = ctx.oidc?.client?.clientId ?? str(p.client_id) ?? basicClientId(ctx.get('authorization'));
+  const clientId = ctx.oidc?.client?.clientId ?? str(p.client_id) ?? basicCredentials(ctx.get('authorization'))?.id;
   if (clientId) facts.clientId = clientId;
   const stt = str(p.subject_token_type);
   if (stt) facts.subjectTokenType = stt;
