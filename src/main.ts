@@ -24,7 +24,6 @@ import { storedCookieKeys } from './web/settings.ts';
 import { loadViews } from './web/views.ts';
 
 const ASSETS = join(dirname(fileURLToPath(import.meta.url)), '..', 'views', 'assets');
-const KEY_REFRESH_MS = 30_000;
 const CLEANUP_MS = 10 * 60_000;
 const SHUTDOWN_GRACE_MS = 10_000;
 
@@ -115,7 +114,7 @@ export async function startIdjag(config: Config, options: StartOptions = {}): Pr
 
     const timers = [
       setInterval(() => host.refreshKeys().then((changed) => changed && log.info({ keys: host.keys.fingerprint }, 'signing keys reloaded'),
-        (err) => log.error({ err }, 'key refresh failed')), KEY_REFRESH_MS),
+        (err) => log.error({ err }, 'key refresh failed')), config.keyRefreshSeconds * 1000),
       setInterval(() => cleanup(database, log), CLEANUP_MS),
     ];
     timers.forEach((t) => t.unref());

@@ -11,7 +11,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createInterface } from 'node:readline';
-import { decodeJwt } from 'jose';
+import { createRemoteJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify } from 'jose';
 import { openDatabase, type Database } from '../src/db/index.ts';
 import { adminClient, clientToken, type AdminClient } from './helpers/admin.ts';
 import { authorize, Browser, csrfFrom, DEMO_AGENT, pkce, REDIRECT_URI, signIn, tokenRequest } from './helpers/browser.ts';
@@ -33,6 +33,8 @@ async function startNode(name: string, database: string, issuer: string): Promis
   const child = spawn(process.execPath, [
     'src/main.ts', '--port', '0', '--host', '127.0.0.1', '--issuer', issuer, '--database', database, '--log-level', 'warn',
     '--no-demo', '--login-account-failures', '3', '--login-account-block', '60', '--login-ip-failures', '0',
+    // keys re-read every second instead of every 30 s, so the rotation test below stays short
+    '--key-refresh', '1',
   ], { env: { ...process.env, NODE_OPTIONS: '' }, stdio: ['ignore', 'pipe', 'pipe'] });
   const stderr: string[] = [];
   createInterface({ input: child.stderr! }).on('line', (l) => stderr.push(l));
@@ -180,6 +182,38 @@ async function loginAttempt(base: string, username: string, password: string): P
     // the right password, elsewhere: refused without being checked
     for (const n of [b, c]) expect(await loginAttempt(n.url, 'bob', 'bob')).toEqual({ status: 429, retryAfter: expect.stringMatching(/^(59|60)$/) });
   });
+
+  test('keys rotated through node A are published and used by nodes B and C within the refresh interval; tokens signed before still verify', async () => {
+    const [, b, c] = nodes as [Node, Node, Node];
+    const alice = await signIn(b.url);
+    const before = await exchange(c.url, alice.tokens.id_token);
+    expect(before.status).toBe(200);
+
+    const rotated = await admin[0]!.post('/keys/rotate', {});
+    expect(rotated.status).toBe(200);
+    const created: string[] = rotated.body.created;
+    expect(created).toHaveLength(2);
+
+    // every node publishes the new keys within a few refresh intervals (1 s here, 30 s by default)
+    const deadline = Date.now() + 10_000;
+    for (const n of [b, c]) {
+      let kids: string[] = [];
+      while (Date.now() < deadline) {
+        kids = ((await (await fetch(`${n.url}/jwks`)).json()) as { keys: { kid: string }[] }).keys.map((k) => k.kid);
+        if (created.every((k) => kids.includes(k))) break;
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+      expect(kids).toEqual(expect.arrayContaining(created));
+    }
+    // ...and signs with them: the ID-JAG and the ID Token from B and C carry a new kid
+    const after = await exchange(c.url, alice.tokens.id_token);
+    expect(after.status).toBe(200);
+    expect(created).toContain(decodeProtectedHeader(after.body.access_token).kid);
+    const fresh = await signIn(b.url);
+    expect(created).toContain(decodeProtectedHeader(fresh.tokens.id_token).kid);
+    // the ID-JAG signed before the rotation still verifies against every node's JWKS
+    for (const n of nodes) await jwtVerify(before.body.access_token, createRemoteJWKSet(new URL(`${n.url}/jwks`)), { issuer });
+  }, 30_000);
 
   test('through the load balancer, a whole sign-in and exchange hops between nodes and still works', async () => {
     const before = new Map(lb.hits);

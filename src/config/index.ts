@@ -20,6 +20,8 @@ const Settings = z.object({
   seedOnEmpty: z.boolean(),
   /** error_description detail at the token exchange: verbose (default in development) or minimal (default in production) */
   errors: z.enum(['verbose', 'minimal']),
+  /** how often every node re-reads the signing keys, so a rotation made anywhere is used everywhere */
+  keyRefreshSeconds: z.coerce.number().int().min(1).max(3600),
   /** serve the demo Resource AS and MCP server under the issuer (`/demo/as`, `/demo/mcp`) */
   demo: z.boolean(),
   /** sign-in throttling: consecutive failed attempts per account (case-folded username) before a block; 0: off */
@@ -47,6 +49,7 @@ const flags = {
   'no-seed': { type: 'boolean' },
   'no-demo': { type: 'boolean' },
   errors: { type: 'string' },
+  'key-refresh': { type: 'string' },
   'login-account-failures': { type: 'string' },
   'login-account-block': { type: 'string' },
   'login-account-block-max': { type: 'string' },
@@ -75,6 +78,7 @@ export function loadConfig(
     production: values.production ?? env.NODE_ENV === 'production',
     seedOnEmpty: !(values['no-seed'] ?? env.IDJAG_NO_SEED === '1'),
     demo: !(values['no-demo'] ?? env.IDJAG_NO_DEMO === '1'),
+    keyRefreshSeconds: values['key-refresh'] ?? env.IDJAG_KEY_REFRESH_SECONDS ?? 30,
     loginAccountFailures: values['login-account-failures'] ?? env.IDJAG_LOGIN_ACCOUNT_FAILURES ?? '5',
     loginAccountBlock: values['login-account-block'] ?? env.IDJAG_LOGIN_ACCOUNT_BLOCK ?? '30',
     loginAccountBlockMax: values['login-account-block-max'] ?? env.IDJAG_LOGIN_ACCOUNT_BLOCK_MAX ?? '900',
