@@ -1,11 +1,13 @@
 /**
  * The benchmark's database: the seed, a client_credentials client for the baseline, and synthetic policy
- * rules inserted in bulk (one transaction of prepared statements, not one applyDocument per rule).
+ * rules inserted in bulk (one transaction of prepared statements, not one applyDocument per rule; or through
+ * kysely on PostgreSQL, for the `--db postgres` comparison).
  */
 import { randomUUID } from 'node:crypto';
 import type SQLite from 'better-sqlite3';
 import { applyDocument, parseDocument } from '../../src/admin/document.ts';
-import { migrateToLatest, now, openDatabase, type Database } from '../../src/db/index.ts';
+import { migrateToLatest, now, openDatabase, type Database, type DB } from '../../src/db/index.ts';
+import type { SubjectKind } from '../../src/db/schema.ts';
 import { applySeed } from '../../seed/index.ts';
 import { TOKEN_EXCHANGE } from '../helpers/exchange.ts';
 
@@ -23,7 +25,10 @@ export function openSqlite(path: string): SqliteDatabase {
   return database;
 }
 
-/** A fresh database with the schema, the seed and the baseline client, as it will be when the server starts. */
+/**
+ * A fresh database with the schema, the seed and the baseline client, as it will be when the server starts:
+ * `path` is a SQLite file or a postgres:// URL (all through kysely and the app's own seed and applyDocument).
+ */
 export async function prepareDatabase(path: string): Promise<void> {
   const database = openDatabase(path);
   try {
@@ -61,10 +66,64 @@ export interface SyntheticRules {
 
 const WHO: [string, string][] = [['groups', '["engineering"]'], ['everyone', '[]'], ['groups', '["sales","engineering"]'], ['users', '["00000000-0000-4000-8000-000000000000"]']];
 
+interface SyntheticRows {
+  clients: { id: string; metadata: string }[];
+  servers: { id: string; issuer: string; name: string }[];
+  mcp: { id: string; resource: string; name: string; rs: string }[];
+  rules: { id: string; client: string; rs: string; mcp: string | null; kind: string; subjects: string; rsClientId: string | null }[];
+}
+
+const SCOPES = '["data.read","data.write"]';
+
 /**
- * Adds `rules` rules: `demoAgentRules` of demo-agent spread over the synthetic ASes' MCP servers, one per
- * synthetic client on the todo MCP server (while they last), the rest between synthetic clients and
- * synthetic ASes, round robin. Returns the number of rows policy_rules holds afterwards.
+ * The rows of a batch: `demoAgentRules` rules of demo-agent spread over the synthetic ASes' MCP servers, one per
+ * synthetic client on the todo MCP server (while they last), the rest between synthetic clients and synthetic
+ * ASes, round robin. `todo`: the seed's todo Resource AS and its MCP server.
+ */
+function syntheticRows(o: SyntheticRules, todo: { rs: string; mcp: string }): SyntheticRows {
+  const rows: SyntheticRows = { clients: [], servers: [], mcp: [], rules: [] };
+  for (let c = 0; c < o.clients; c++) {
+    const id = `${o.prefix}-client-${c}`;
+    rows.clients.push({ id, metadata: JSON.stringify({ client_name: id, grant_types: [TOKEN_EXCHANGE], response_types: [], redirect_uris: [] }) });
+  }
+  const servers: { id: string; mcp: string[] }[] = [];
+  for (let s = 0; s < o.servers; s++) {
+    const id = randomUUID();
+    rows.servers.push({ id, issuer: `https://as-${s}.${o.prefix}.example`, name: `${o.prefix} AS ${s}` });
+    const mcp = [0, 1, 2].map((m) => {
+      const mid = randomUUID();
+      rows.mcp.push({ id: mid, resource: `https://mcp-${m}.as-${s}.${o.prefix}.example/mcp`, name: `${o.prefix} MCP ${s}/${m}`, rs: id });
+      return mid;
+    });
+    servers.push({ id, mcp });
+  }
+  const clients = rows.clients.map((c) => c.id);
+  let n = 0;
+  const rule = (client: string, rs: string, mcp: string | null) => {
+    const [kind, subjects] = WHO[n % WHO.length]!;
+    rows.rules.push({ id: `${o.prefix}-rule-${n}`, client, rs, mcp, kind, subjects, rsClientId: n % 2 ? `${client}-at-rs` : null });
+    n++;
+  };
+  for (let d = 0; d < o.demoAgentRules && servers.length; d++) {
+    const s = servers[d % servers.length]!;
+    rule('demo-agent', s.id, s.mcp[Math.floor(d / servers.length) % 3]!);
+  }
+  for (const client of clients) {
+    if (n >= o.rules) break;
+    rule(client, todo.rs, todo.mcp);
+  }
+  for (let i = 0; n < o.rules; i++) {
+    if (!clients.length || !servers.length) throw new Error('synthetic rules need synthetic clients and Resource ASes');
+    const s = servers[Math.floor(i / clients.length) % servers.length]!;
+    // every fourth rule covers the whole AS, the others one of its MCP servers
+    rule(clients[i % clients.length]!, s.id, i % 4 === 0 ? null : s.mcp[i % 3]!);
+  }
+  return rows;
+}
+
+/**
+ * Adds `rules` rules (see syntheticRows) to a SQLite file, in one transaction of prepared statements (fast
+ * enough for 100,000). Returns the number of rows policy_rules holds afterwards.
  */
 export function addSyntheticRules(sqlite: SQLite.Database, o: SyntheticRules): number {
   const at = now();
@@ -79,49 +138,47 @@ export function addSyntheticRules(sqlite: SQLite.Database, o: SyntheticRules): n
   const todo = sqlite.prepare('select rs.id as rs, m.id as mcp from resource_servers rs join mcp_servers m on m.resource_server_id = rs.id where rs.issuer = ? and m.resource = ?')
     .get(TODO_AS, TODO_MCP) as { rs: string; mcp: string } | undefined;
   if (!todo) throw new Error('the seed\'s todo Resource AS is missing');
+  const rows = syntheticRows(o, todo);
+  sqlite.transaction(() => {
+    for (const c of rows.clients) insertClient.run(c.id, c.metadata, at, at);
+    for (const s of rows.servers) insertServer.run(s.id, s.issuer, s.name, at, at);
+    for (const m of rows.mcp) insertMcp.run(m.id, m.resource, m.name, m.rs, SCOPES, at, at);
+    for (const r of rows.rules) insertRule.run(r.id, r.client, r.rs, r.mcp, r.kind, r.subjects, SCOPES, '["data.read"]', r.rsClientId, at, at);
+  })();
+  return countRules(sqlite);
+}
 
-  const scopes = '["data.read","data.write"]';
-  const tx = sqlite.transaction(() => {
-    const clients: string[] = [];
-    for (let c = 0; c < o.clients; c++) {
-      const id = `${o.prefix}-client-${c}`;
-      insertClient.run(id, JSON.stringify({ client_name: id, grant_types: [TOKEN_EXCHANGE], response_types: [], redirect_uris: [] }), at, at);
-      clients.push(id);
+/**
+ * The same rows through kysely, on any dialect (the PostgreSQL bench uses it for the few rules it needs):
+ * one transaction, multi-row inserts in chunks. Returns the number of rows policy_rules holds afterwards.
+ */
+export async function addSyntheticRulesVia(db: DB, o: SyntheticRules): Promise<number> {
+  const at = now();
+  const todo = await db.selectFrom('resource_servers as rs').innerJoin('mcp_servers as m', 'm.resource_server_id', 'rs.id')
+    .select(['rs.id as rs', 'm.id as mcp']).where('rs.issuer', '=', TODO_AS).where('m.resource', '=', TODO_MCP).executeTakeFirst();
+  if (!todo) throw new Error('the seed\'s todo Resource AS is missing');
+  const rows = syntheticRows(o, todo);
+  const chunks = <T>(a: T[]) => Array.from({ length: Math.ceil(a.length / 500) }, (_, i) => a.slice(i * 500, (i + 1) * 500));
+  await db.transaction().execute(async (tx) => {
+    for (const part of chunks(rows.clients)) {
+      await tx.insertInto('clients').values(part.map((c) => ({ client_id: c.id, metadata: c.metadata, secret_hash: null, first_party: 0, disabled: 0, created_at: at, updated_at: at }))).execute();
     }
-    const servers: { id: string; mcp: string[] }[] = [];
-    for (let s = 0; s < o.servers; s++) {
-      const id = randomUUID();
-      insertServer.run(id, `https://as-${s}.${o.prefix}.example`, `${o.prefix} AS ${s}`, at, at);
-      const mcp = [0, 1, 2].map((m) => {
-        const mid = randomUUID();
-        insertMcp.run(mid, `https://mcp-${m}.as-${s}.${o.prefix}.example/mcp`, `${o.prefix} MCP ${s}/${m}`, id, scopes, at, at);
-        return mid;
-      });
-      servers.push({ id, mcp });
+    for (const part of chunks(rows.servers)) {
+      await tx.insertInto('resource_servers').values(part.map((s) => ({ id: s.id, issuer: s.issuer, name: s.name, enabled: 1, created_at: at, updated_at: at }))).execute();
     }
-    let n = 0;
-    const rule = (client: string, rs: string, mcp: string | null) => {
-      const [kind, subjects] = WHO[n % WHO.length]!;
-      insertRule.run(`${o.prefix}-rule-${n}`, client, rs, mcp, kind, subjects, scopes, '["data.read"]', n % 2 ? `${client}-at-rs` : null, at, at);
-      n++;
-    };
-    for (let d = 0; d < o.demoAgentRules && servers.length; d++) {
-      const s = servers[d % servers.length]!;
-      rule('demo-agent', s.id, s.mcp[Math.floor(d / servers.length) % 3]!);
+    for (const part of chunks(rows.mcp)) {
+      await tx.insertInto('mcp_servers').values(part.map((m) => ({ id: m.id, resource: m.resource, name: m.name, resource_server_id: m.rs, scopes: SCOPES, enabled: 1, created_at: at, updated_at: at }))).execute();
     }
-    for (const client of clients) {
-      if (n >= o.rules) break;
-      rule(client, todo.rs, todo.mcp);
-    }
-    for (let i = 0; n < o.rules; i++) {
-      if (!clients.length || !servers.length) throw new Error('synthetic rules need synthetic clients and Resource ASes');
-      const s = servers[Math.floor(i / clients.length) % servers.length]!;
-      // every fourth rule covers the whole AS, the others one of its MCP servers
-      rule(clients[i % clients.length]!, s.id, i % 4 === 0 ? null : s.mcp[i % 3]!);
+    for (const part of chunks(rows.rules)) {
+      await tx.insertInto('policy_rules').values(part.map((r) => ({
+        id: r.id, client_id: r.client, resource_server_id: r.rs, mcp_server_id: r.mcp, subject_kind: r.kind as SubjectKind, subjects: r.subjects, scopes: SCOPES,
+        default_scopes: '["data.read"]', rs_client_id: r.rsClientId, lifetime: 300, max_auth_age: null, enabled: 1, description: null,
+        created_at: at, updated_at: at, created_by: 'bench', updated_by: 'bench',
+      }))).execute();
     }
   });
-  tx();
-  return countRules(sqlite);
+  const { n } = await db.selectFrom('policy_rules').select((eb) => eb.fn.countAll<number | string>().as('n')).executeTakeFirstOrThrow();
+  return Number(n);
 }
 
 export function countRules(sqlite: SQLite.Database): number {

@@ -46,9 +46,12 @@ export interface ServerHandle {
   stop(): Promise<void>;
 }
 
-/** Starts test/bench/server.ts over `database` with the given node flags; resolves once it listens. */
-export async function startServer(database: string, nodeArgs: string[]): Promise<ServerHandle> {
-  const child = spawn(process.execPath, [...nodeArgs, join(HERE, 'server.ts'), '--database', database], {
+/**
+ * Starts test/bench/server.ts over `database` (a SQLite file or a postgres:// URL) with the given node flags,
+ * and the given issuer if any (a second node on the same database); resolves once it listens.
+ */
+export async function startServer(database: string, nodeArgs: string[], issuerOverride?: string): Promise<ServerHandle> {
+  const child = spawn(process.execPath, [...nodeArgs, join(HERE, 'server.ts'), '--database', database, ...(issuerOverride ? ['--issuer', issuerOverride] : [])], {
     stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
   });
   const line = await firstLine(child, 'bench server');

@@ -15,6 +15,13 @@
  *
  *   npm run bench -- [--duration 5] [--warmup 2] [--connections 32] [--rules 100000] [--audit-rows 1000000] [--profile]
  *   npm run bench -- --soak [--duration 60] [--connections 16]
+ *   npm run bench -- --db postgres [--duration 5] [--warmup 2] [--connections 32]
+ *
+ * --db postgres runs only the exchange @32 (10 rules), on: SQLite, one node; PostgreSQL, one node; PostgreSQL,
+ * two nodes (two server processes on one database, the connections split between them). The PostgreSQL
+ * database is created fresh (idjag_bench_<random>, through IDJAG_BENCH_PG_URL or IDJAG_TEST_PG_URL, default
+ * postgres://postgres@127.0.0.1:5432/test) and dropped at the end, also on failure. JSON in
+ * test-output/bench-postgres.json.
  *
  * --profile writes V8 CPU profiles of the server and the floor to test-output/profiles/. --audit-rows 0 skips
  * the audit query timing. --soak runs soak.ts instead (mixed traffic; see there).
@@ -30,13 +37,17 @@ import autocannon from 'autocannon';
 import { basic, DEMO_AGENT, signIn } from '../helpers/browser.ts';
 import { ID_JAG, ID_TOKEN, TOKEN_EXCHANGE } from '../helpers/exchange.ts';
 import type { AuditScaleResult } from './audit.ts';
-import { addSyntheticRules, BENCH_CC, countRules, openSqlite, prepareDatabase, removeSynthetic, rulePlan, TODO_AS, TODO_MCP } from './fixtures.ts';
+import { randomBytes } from 'node:crypto';
+import { maintenance, pgMaintenanceUrl, quoteIdent } from '../helpers/pg-admin.ts';
+import { openDatabase, POOL_SIZE } from '../../src/db/index.ts';
+import { addSyntheticRules, addSyntheticRulesVia, BENCH_CC, openSqlite, prepareDatabase, removeSynthetic, rulePlan, TODO_AS, TODO_MCP } from './fixtures.ts';
 import { firstLine, fmt, HERE, OUT, percentile, startServer, table, type ServerHandle } from './harness.ts';
 import { runSoak } from './soak.ts';
 
 const { values: flags } = parseArgs({
   options: {
     soak: { type: 'boolean', default: false },
+    db: { type: 'string', default: 'sqlite' },
     duration: { type: 'string' },
     warmup: { type: 'string', default: '2' },
     connections: { type: 'string' },
@@ -50,6 +61,7 @@ const { values: flags } = parseArgs({
 if (flags.help) {
   console.log('npm run bench -- [--duration s] [--warmup s] [--connections n] [--rules n] [--audit-rows n, 0 skips] [--profile]');
   console.log('npm run bench -- --soak [--duration s (60)] [--connections n (16)] [--profile]');
+  console.log('npm run bench -- --db postgres [--duration s] [--warmup s] [--connections n]   (IDJAG_BENCH_PG_URL, default ' + pgMaintenanceUrl() + ')');
   process.exit(0);
 }
 const DURATION = Number(flags.duration ?? (flags.soak ? 60 : 5));
@@ -63,6 +75,14 @@ for (const [name, v, min] of [['duration', DURATION, 1], ['warmup', WARMUP, 0], 
     console.error(`--${name} must be a number >= ${min}`);
     process.exit(2);
   }
+}
+if (flags.db !== 'sqlite' && flags.db !== 'postgres') {
+  console.error('--db must be sqlite (the full benchmark) or postgres (the exchange on SQLite and PostgreSQL, one and two nodes)');
+  process.exit(2);
+}
+if (flags.db === 'postgres' && flags.soak) {
+  console.error('--db postgres and --soak do not combine');
+  process.exit(2);
 }
 if (AUDIT_ROWS > 0 && AUDIT_ROWS < 1000) {
   console.error('--audit-rows must be 0 (skip) or at least 1000');
@@ -176,39 +196,58 @@ function statusCounts(r: autocannon.Result): Record<string, number> {
 const non200 = (r: autocannon.Result) => Object.entries(statusCounts(r)).reduce((n, [code, count]) => n + (code === '200' ? 0 : count), 0);
 
 async function measure(server: ServerHandle, load: Load, connections: number, rules: number): Promise<RunResult> {
-  const label = `${load.name}, ${connections} connection${connections > 1 ? 's' : ''}, ${rules.toLocaleString('en-US')} rules`;
+  return measureSpread([server], [load], connections, rules);
+}
+
+/**
+ * One measured run over one or more servers: `connections` split between them (one autocannon each, all at
+ * once), `loads[i]` aimed at `servers[i]`. Counts and latencies are merged; the CPU time is the sum over the
+ * servers.
+ */
+async function measureSpread(servers: ServerHandle[], loads: Load[], connections: number, rules: number): Promise<RunResult> {
+  const load = loads[0]!;
+  const nodes = servers.length;
+  const label = `${load.name}, ${connections} connection${connections > 1 ? 's' : ''}, ${rules.toLocaleString('en-US')} rules${nodes > 1 ? `, ${nodes} nodes` : ''}`;
   process.stderr.write(`  ${label}: warm-up ${WARMUP} s, run ${DURATION} s ...`);
-  const warm = WARMUP > 0 ? (await cannon(load, connections, WARMUP)).result : undefined;
-  const before = await server.cpu();
-  const { result: r, latencies } = await cannon(load, connections, DURATION);
-  const after = await server.cpu();
+  const share = (i: number) => Math.floor(connections / nodes) + (i < connections % nodes ? 1 : 0);
+  const spread = (seconds: number) => Promise.all(loads.map((l, i) => cannon(l, share(i), seconds)));
+  const cpu = async () => (await Promise.all(servers.map((s) => s.cpu()))).reduce((a, b) => ({ cpuUs: a.cpuUs + b.cpuUs, gcUs: a.gcUs + b.gcUs }));
+  const warm = WARMUP > 0 ? (await spread(WARMUP)).map((w) => w.result) : undefined;
+  const before = await cpu();
+  const shots = await spread(DURATION);
+  const after = await cpu();
   const cpuUs = after.cpuUs - before.cpuUs;
-  latencies.sort((a, b) => a - b);
+  const latencies = shots.flatMap((s) => s.latencies).sort((a, b) => a - b);
+  const results = shots.map((s) => s.result);
+  const duration = Math.max(...results.map((r) => r.duration));
+  const requests = results.reduce((n, r) => n + r.requests.total, 0);
   const round = (n: number) => Math.round(n * 100) / 100;
-  const codes = statusCounts(r);
+  const codes: Record<string, number> = {};
+  for (const r of results) for (const [code, count] of Object.entries(statusCounts(r))) codes[code] = (codes[code] ?? 0) + count;
   const ok = codes['200'] ?? 0;
+  const sum = (rs: autocannon.Result[], f: (r: autocannon.Result) => number) => rs.reduce((n, r) => n + f(r), 0);
   const result: RunResult = {
     scenario: load.name,
     connections,
     rules,
-    seconds: r.duration,
-    requests: r.requests.total,
+    seconds: duration,
+    requests,
     // completed 200s over the measured time: errors do not count as throughput
-    reqPerSec: ok / r.duration,
-    serverCpuUsPerReq: cpuUs / Math.max(1, r.requests.total),
-    serverCpuLoad: cpuUs / 1e6 / r.duration,
-    serverGcUsPerReq: (after.gcUs - before.gcUs) / Math.max(1, r.requests.total),
+    reqPerSec: ok / duration,
+    serverCpuUsPerReq: cpuUs / Math.max(1, requests),
+    serverCpuLoad: cpuUs / 1e6 / duration,
+    serverGcUsPerReq: (after.gcUs - before.gcUs) / Math.max(1, requests),
     meanMs: round(latencies.reduce((a, b) => a + b, 0) / latencies.length),
     p50Ms: round(percentile(latencies, 50)),
     p90Ms: round(percentile(latencies, 90)),
     p99Ms: round(percentile(latencies, 99)),
     maxMs: round(latencies.at(-1) ?? NaN),
     ok200: ok,
-    non200: non200(r),
-    errors: r.errors,
-    timeouts: r.timeouts,
+    non200: sum(results, non200),
+    errors: sum(results, (r) => r.errors),
+    timeouts: sum(results, (r) => r.timeouts),
     statusCodes: codes,
-    warmup: warm ? { requests: warm.requests.total, non200: non200(warm), errors: warm.errors } : { requests: 0, non200: 0, errors: 0 },
+    warmup: warm ? { requests: sum(warm, (r) => r.requests.total), non200: sum(warm, non200), errors: sum(warm, (r) => r.errors) } : { requests: 0, non200: 0, errors: 0 },
   };
   process.stderr.write(` ${Math.round(result.reqPerSec)} req/s\n`);
   return result;
@@ -420,7 +459,151 @@ async function main() {
   process.exitCode = errors.length ? 1 : 0;
 }
 
-(flags.soak ? runSoak({ seconds: DURATION, concurrency: CONNECTIONS, nodeArgs: childArgs('server') }).then((ok) => void (process.exitCode = ok ? 0 : 1)) : main()).catch((err: unknown) => {
+// ---------------------------------------------------------------------------------------------------------
+// --db postgres: the exchange on SQLite and on PostgreSQL, one node and two
+
+/** The exchange request of DEMO_AGENT for alice's ID Token, aimed at `url`. */
+const exchangeAt = (url: string, idToken: string): Load => ({
+  name: 'token exchange (ID-JAG)',
+  url: `${url}/token`,
+  headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basic(DEMO_AGENT.id, DEMO_AGENT.secret) },
+  body: new URLSearchParams({
+    grant_type: TOKEN_EXCHANGE, requested_token_type: ID_JAG, subject_token: idToken, subject_token_type: ID_TOKEN,
+    audience: TODO_AS, resource: TODO_MCP,
+  }).toString(),
+});
+
+/** One request by hand: a wrong setup fails here with the server's words, not as N non-200s. */
+async function checkOnce(load: Load): Promise<void> {
+  const res = await fetch(load.url, { method: 'POST', headers: load.headers, body: load.body });
+  const body = await res.json() as Record<string, unknown>;
+  if (res.status !== 200 || body.issued_token_type === undefined) throw new Error(`${load.name} at ${load.url}: ${res.status} ${JSON.stringify(body)}`);
+}
+
+/** Schema, seed, baseline client and the same nine synthetic rules as the default mode, through kysely on either dialect. */
+async function prepareExchangeDatabase(location: string): Promise<number> {
+  await prepareDatabase(location);
+  const database = openDatabase(location);
+  try {
+    return await addSyntheticRulesVia(database.db, { prefix: 'small', clients: 7, servers: 2, demoAgentRules: 2, rules: 9 });
+  } finally {
+    await database.close();
+  }
+}
+
+interface SetupResult extends RunResult { setup: string; nodes: number }
+
+async function comparePostgres(): Promise<void> {
+  const startedAt = Date.now();
+  mkdirSync(OUT, { recursive: true });
+  const maintenanceUrl = process.env.IDJAG_BENCH_PG_URL || pgMaintenanceUrl();
+  const dir = mkdtempSync(join(tmpdir(), 'idjag-bench-'));
+  const pgName = `idjag_bench_${randomBytes(6).toString('hex')}`;
+  const pgUrl = new URL(maintenanceUrl);
+  pgUrl.pathname = `/${pgName}`;
+  const machine = { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', node: process.version, loadavg: loadavg().map((l) => Math.round(l * 100) / 100) };
+  console.error(`idjag bench --db postgres: ${machine.cpus} × ${machine.cpuModel}, node ${machine.node}; warm-up ${WARMUP} s, runs ${DURATION} s, ${CONNECTIONS} connections; database ${pgName}`);
+
+  const results: SetupResult[] = [];
+  const servers: ServerHandle[] = [];
+  let created = false;
+  // one setup: sign in at the first server, check every server once, warm the servers up, measure
+  const setup = async (name: string, nodes: ServerHandle[], rules: number) => {
+    const signedIn = await signIn(nodes[0]!.url, { username: 'alice', password: 'alice' });
+    const idToken = String(signedIn.tokens.id_token ?? '');
+    if (!idToken) throw new Error(`${name}: sign-in returned no ID Token`);
+    const loads = nodes.map((n) => exchangeAt(n.url, idToken));
+    for (const load of loads) await checkOnce(load);
+    if (WARMUP > 0) {
+      process.stderr.write(`  ${name}: server warm-up ${2 * WARMUP} s ...`);
+      const share = Math.max(1, Math.floor(CONNECTIONS / nodes.length));
+      const warm = await Promise.all(loads.map((l) => cannon(l, share, 2 * WARMUP)));
+      for (const { result } of warm) {
+        if (non200(result) || result.errors) throw new Error(`${name}: ${non200(result)} non-200 responses and ${result.errors} errors while warming up`);
+      }
+      process.stderr.write(' done\n');
+    }
+    results.push({ setup: name, nodes: nodes.length, ...await measureSpread(nodes, loads, CONNECTIONS, rules) });
+  };
+  const stopAll = async () => {
+    await Promise.all(servers.splice(0).map((s) => s.stop()));
+  };
+  try {
+    // (a) SQLite, one node
+    const dbFile = join(dir, 'idjag.db');
+    const sqliteRules = await prepareExchangeDatabase(dbFile);
+    servers.push(await startServer(dbFile, childArgs('server-sqlite')));
+    await setup('SQLite, 1 node', [servers[0]!], sqliteRules);
+    await stopAll();
+
+    // (b) PostgreSQL, one node, on a fresh database
+    await maintenance(`create database ${quoteIdent(pgName)}`, [], maintenanceUrl);
+    created = true;
+    const pgRules = await prepareExchangeDatabase(pgUrl.toString());
+    const first = await startServer(pgUrl.toString(), childArgs('server-pg-1'));
+    servers.push(first);
+    await setup('PostgreSQL, 1 node', [first], pgRules);
+
+    // (c) PostgreSQL, two nodes: a second process on the same database with the first one's issuer (an ID
+    // Token from either is valid at both), the connections split between them
+    servers.push(await startServer(pgUrl.toString(), childArgs('server-pg-2'), first.issuer));
+    await setup('PostgreSQL, 2 nodes', [first, servers[1]!], pgRules);
+  } finally {
+    await stopAll();
+    rmSync(dir, { recursive: true, force: true });
+    if (created) {
+      await maintenance(`drop database if exists ${quoteIdent(pgName)} with (force)`, [], maintenanceUrl)
+        .catch((err: unknown) => console.error(`could not drop ${pgName}: ${err instanceof Error ? err.message : String(err)}`));
+    }
+  }
+
+  const [sqlite, pg1, pg2] = results as [SetupResult, SetupResult, SetupResult];
+  const ratio = (a: SetupResult, b: SetupResult) => ({
+    reqPerSec: a.reqPerSec / b.reqPerSec,
+    p50: a.p50Ms / b.p50Ms,
+    p99: a.p99Ms / b.p99Ms,
+    cpuUsPerReq: a.serverCpuUsPerReq / b.serverCpuUsPerReq,
+  });
+  const ratios = { pg1VsSqlite: ratio(pg1, sqlite), pg2VsPg1: ratio(pg2, pg1) };
+  const errors = results.filter(failed);
+  const x = (n: number) => `${n.toFixed(2)}×`;
+  const out = [
+    '',
+    `idjag benchmark, --db postgres — ${machine.cpus} CPUs (${machine.cpuModel}), node ${machine.node}, load avg before ${machine.loadavg.join(' ')}`,
+    `token exchange, ${CONNECTIONS} connections, ${fmt(sqlite.rules)} rules; each setup: ${2 * WARMUP} s server warm-up, ${WARMUP} s warm-up, ${DURATION} s measured; PostgreSQL pool of ${POOL_SIZE} connections per node`,
+    '',
+    ...table([
+      ['setup', 'nodes', 'req/s', 'p50 ms', 'p99 ms', 'CPU µs/req', 'CPU load', '200', 'non-200', 'errors'],
+      ...results.map((r) => [r.setup, String(r.nodes), fmt(r.reqPerSec), fmt(r.p50Ms, 2), fmt(r.p99Ms, 2), fmt(r.serverCpuUsPerReq), fmt(r.serverCpuLoad, 2),
+        fmt(r.ok200), fmt(r.non200 + r.warmup.non200), fmt(r.errors + r.timeouts + r.warmup.errors)]),
+    ]),
+    '',
+    'CPU µs/req: the server processes\' CPU time (all threads, summed over the nodes) per request; CPU load: their CPU seconds per second',
+    ...table([
+      ['ratio', 'req/s', 'p50', 'p99', 'CPU µs/req'],
+      ...([['PostgreSQL 1 node / SQLite', ratios.pg1VsSqlite], ['PostgreSQL 2 nodes / PostgreSQL 1 node', ratios.pg2VsPg1]] as const)
+        .map(([name, r]) => [name, x(r.reqPerSec), x(r.p50), x(r.p99), x(r.cpuUsPerReq)]),
+    ]),
+    '',
+    errors.length ? `FAILED: ${errors.length} run(s) had non-200 responses or errors: ${errors.map((r) => `${r.setup} (${JSON.stringify(r.statusCodes)}, ${r.errors} errors, ${r.timeouts} timeouts)`).join('; ')}`
+      : 'every response was 200; no errors.',
+    `total ${fmt((Date.now() - startedAt) / 1000, 1)} s; database ${pgName} dropped; JSON in test-output/bench-postgres.json`,
+    '',
+  ];
+  console.log(out.join('\n'));
+  writeFileSync(join(OUT, 'bench-postgres.json'), `${JSON.stringify({
+    at: new Date(startedAt).toISOString(),
+    machine: { ...machine, loadavgAfter: loadavg().map((l) => Math.round(l * 100) / 100) },
+    settings: { durationSeconds: DURATION, warmupSeconds: WARMUP, connections: CONNECTIONS },
+    runs: results,
+    ratios,
+    ok: errors.length === 0,
+  }, null, 2)}\n`);
+  process.exitCode = errors.length ? 1 : 0;
+}
+
+(flags.soak ? runSoak({ seconds: DURATION, concurrency: CONNECTIONS, nodeArgs: childArgs('server') }).then((ok) => void (process.exitCode = ok ? 0 : 1))
+  : flags.db === 'postgres' ? comparePostgres() : main()).catch((err: unknown) => {
   console.error('bench failed:', err instanceof Error ? err.stack ?? err.message : err);
   process.exitCode = 1;
 });

@@ -1,29 +1,33 @@
 /**
- * The benchmark's server process: a real idjag on an ephemeral port over the given SQLite file, silent.
+ * The benchmark's server process: a real idjag on an ephemeral port over the given database (a SQLite file or a
+ * postgres:// URL), silent. `--issuer` sets the issuer (a second node on the same PostgreSQL database takes
+ * the first one's, so ID Tokens from either are valid at both); `url` is always this process's own address.
  * Prints one JSON line `{"url": ..., "issuer": ..., "pid": ...}` once it listens; SIGTERM closes it. Spawned
  * with an IPC channel, it answers the message 'cpu' with its CPU time so far, 'memory' with its
  * process.memoryUsage(), and 'memory-gc' with the same after a full GC (when started with --expose-gc).
  *
- *   node test/bench/server.ts --database /tmp/x/idjag.db
+ *   node test/bench/server.ts --database /tmp/x/idjag.db [--issuer http://127.0.0.1:port]
  */
+import type { AddressInfo } from 'node:net';
 import { PerformanceObserver } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { loadConfig } from '../../src/config/index.ts';
 import { startIdjag } from '../../src/main.ts';
 
-const { values } = parseArgs({ options: { database: { type: 'string' } }, strict: true });
+const { values } = parseArgs({ options: { database: { type: 'string' }, issuer: { type: 'string' } }, strict: true });
 if (!values.database) {
-  console.error('usage: server.ts --database <file>');
+  console.error('usage: server.ts --database <file or postgres:// URL> [--issuer <url>]');
   process.exit(2);
 }
 
 // The token endpoint's rate limit per client (IDJAG_TOKEN_RATE_LIMIT, 600 a minute by default) would refuse
 // the benchmark's one client after its first 600 requests: raised to its maximum, the limiter still counts
 // every request (its cost is in the numbers) but never refuses one.
-const config = loadConfig([], { IDJAG_TOKEN_RATE_LIMIT: '10000000' }, { port: 0, host: '127.0.0.1', database: values.database, logLevel: 'silent', seedOnEmpty: false });
+const config = loadConfig(values.issuer ? ['--issuer', values.issuer] : [], { IDJAG_TOKEN_RATE_LIMIT: '10000000' }, { port: 0, host: '127.0.0.1', database: values.database, logLevel: 'silent', seedOnEmpty: false });
 const idjag = await startIdjag(config, { log: pino({ level: 'silent' }) });
-process.stdout.write(`${JSON.stringify({ url: idjag.url, issuer: idjag.issuer, pid: process.pid })}\n`);
+const url = `http://127.0.0.1:${(idjag.server.address() as AddressInfo).port}`;
+process.stdout.write(`${JSON.stringify({ url, issuer: idjag.issuer, pid: process.pid })}\n`);
 
 // The parent asks for this process's CPU time (all threads, µs) and time in GC pauses (µs) around each
 // measured run, over the IPC channel.
