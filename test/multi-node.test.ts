@@ -161,6 +161,18 @@ async function loginAttempt(base: string, username: string, password: string): P
     }
   });
 
+  test('two nodes racing to redeem one refresh token: exactly one wins', async () => {
+    for (let round = 0; round < 3; round++) {
+      const { tokens } = await signIn(nodes[round % NODES]!.url, { scope: 'openid offline_access', prompt: 'consent' });
+      const form = { grant_type: 'refresh_token', refresh_token: tokens.refresh_token };
+      const results = await Promise.all([...nodes, ...nodes].map((n) => tokenRequest(n.url, form, DEMO_AGENT)));
+      expect(results.filter((r) => r.status === 200)).toHaveLength(1);
+      for (const lost of results.filter((r) => r.status !== 200)) {
+        expect({ status: lost.status, error: lost.body.error, token: lost.body.access_token }).toEqual({ status: 400, error: 'invalid_grant', token: undefined });
+      }
+    }
+  });
+
   test('a rule disabled through node A denies on node B at the next request, and enabled again issues there', async () => {
     const [, b, c] = nodes as [Node, Node, Node];
     const alice = await signIn(c.url);
@@ -213,6 +225,40 @@ async function loginAttempt(base: string, username: string, password: string): P
     expect(created).toContain(decodeProtectedHeader(fresh.tokens.id_token).kid);
     // the ID-JAG signed before the rotation still verifies against every node's JWKS
     for (const n of nodes) await jwtVerify(before.body.access_token, createRemoteJWKSet(new URL(`${n.url}/jwks`)), { issuer });
+  }, 30_000);
+
+  test('kill -9 of one node under load: every ID-JAG a client received, from any node, has its audit row', async () => {
+    const victim = await startNode('D', scratch.location, issuer);
+    const targets = [nodes[0]!, victim];
+    const alice = await signIn(targets[0]!.url);
+    const received: string[] = [];
+    let fromVictim = 0;
+    let stop = false;
+    const loop = async (base: string) => {
+      while (!stop) {
+        try {
+          const res = await exchange(base, alice.tokens.id_token);
+          if (res.status === 200) {
+            received.push(decodeJwt(res.body.access_token).jti!);
+            if (base === victim.url) fromVictim++;
+          }
+        } catch {
+          if (base === victim.url) return; // the node is gone: this client stops
+        }
+      }
+    };
+    const clients = Array.from({ length: 8 }, (_, i) => loop(targets[i % 2]!.url));
+    await new Promise((resolve) => setTimeout(resolve, 800));
+    victim.process.kill('SIGKILL');
+    await victim.exited;
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    stop = true;
+    await Promise.all(clients);
+    // the killed node had issued some before it died, and the survivor kept issuing
+    expect(fromVictim).toBeGreaterThan(0);
+    expect(received.length).toBeGreaterThan(fromVictim);
+    const rows = await database.db.selectFrom('audit_log').select('jti').where('decision', '=', 'issued').where('jti', 'in', received).execute();
+    expect(new Set(rows.map((r) => r.jti)).size).toBe(new Set(received).size);
   }, 30_000);
 
   test('through the load balancer, a whole sign-in and exchange hops between nodes and still works', async () => {
