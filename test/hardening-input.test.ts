@@ -279,7 +279,9 @@ const fatalArb: fc.Arbitrary<Mutation> = fc.oneof(
   fc.tuple(brokenJwt, fc.nat()).map(([mutation, n]) => m(mutation.name, async (r) => {
     if (get(r, 'subject_token_type') === REFRESH_TOKEN) {
       const t = text(r, 'subject_token');
-      if (t) set(r, 'subject_token', n % 2 ? t.slice(0, n % t.length) : `${t}${B64URL[n % 64]}`);
+      // Every change ends in '~', which no real refresh token contains: two such changes cannot cancel out
+      // (an append then a truncation back to the original length would otherwise restore the valid token).
+      if (t) set(r, 'subject_token', n % 2 ? `${t.slice(0, n % t.length)}~` : `${t}${B64URL[n % 64]}~`);
     } else {
       await mutation.apply(r);
     }
