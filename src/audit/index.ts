@@ -50,7 +50,8 @@ const AUDIT_COLUMNS = Object.keys({
 const insertDecision = prepared<Schema, AuditLogTable, never>((db, p) =>
   db.insertInto('audit_log').values(Object.fromEntries(AUDIT_COLUMNS.map((c) => [c, p(c)])) as unknown as AuditLogTable));
 
-const text = (v: string | undefined, max = 2048): string | null => (v === undefined ? null : v.slice(0, max));
+/** A request-supplied string as stored: bounded, so a hostile request cannot bloat a log row. */
+export const text = (v: string | undefined, max = 2048): string | null => (v === undefined ? null : v.slice(0, max));
 const list = (v: string[] | undefined): string | null => (v === undefined ? null : JSON.stringify(v.map((s) => s.slice(0, 2048))));
 
 /**

@@ -1,6 +1,6 @@
 import type { DB } from '../db/index.ts';
 import type { LoginEvent, LoginEventsTable } from '../db/schema.ts';
-import { uuidv7 } from './index.ts';
+import { text, uuidv7 } from './index.ts';
 
 /**
  * The sign-in audit trail (table `login_events`): every success, failure and throttled attempt at the login
@@ -20,8 +20,6 @@ export interface LoginRecord {
   failures?: number | undefined;
   retryAfter?: number | undefined;
 }
-
-const text = (v: string | undefined, max: number): string | null => (v === undefined ? null : v.slice(0, max));
 
 export async function recordLogin(db: DB, r: LoginRecord, at = Date.now()): Promise<string> {
   const id = uuidv7(at);

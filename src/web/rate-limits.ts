@@ -4,7 +4,7 @@ import { errors, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Logger } from 'pino';
 import { RateLimiterPostgres, RateLimiterRes, RateLimiterSQLite, type RateLimiterStoreAbstract } from 'rate-limiter-flexible';
 import type { Config } from '../config/index.ts';
-import type { Database, DB, SqliteDatabase } from '../db/index.ts';
+import { withStatementCache, type Database, type DB, type SqliteDatabase } from '../db/index.ts';
 import type { GrantWrapper } from '../oidc/provider.ts';
 
 /**
@@ -63,27 +63,6 @@ class SQLiteLimiter extends RateLimiterSQLite {
   async _upsertTransactionBetterSQLite3(conn: SQLiteHandle, query: string, params: unknown[]): Promise<unknown> {
     return conn.prepare(query).get(...params);
   }
-}
-
-/**
- * The library prepares its statement on every call, which costs about as much as running it: hand it a
- * facade whose `prepare` remembers the few statements it uses (as src/db does for kysely).
- */
-function withStatementCache(sqlite: SQLiteHandle): SQLiteHandle {
-  const cache = new Map<string, ReturnType<SQLiteHandle['prepare']>>();
-  return new Proxy(sqlite, {
-    get(target, prop) {
-      if (prop === 'prepare') {
-        return (source: string) => {
-          let stmt = cache.get(source);
-          if (!stmt) cache.set(source, stmt = target.prepare(source));
-          return stmt;
-        };
-      }
-      const value = Reflect.get(target, prop, target);
-      return typeof value === 'function' ? value.bind(target) : value;
-    },
-  });
 }
 
 /** Deletes expired counters and blocks; the periodic cleanup calls it. */
