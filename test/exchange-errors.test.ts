@@ -305,17 +305,72 @@ describe('the refresh token as subject', () => {
   test('another client\'s refresh token (partner-app\'s, presented by demo-agent) is invalid_grant', async () => {
     expect(partner.refresh_token).toEqual(expect.any(String));
     await expectDenied(() => exchange(idjag.url, partner.refresh_token, { subject_token_type: REFRESH_TOKEN }),
-      { error: 'invalid_grant', check: 'refresh_token.client', description: /not a refresh token issued to client demo-agent/, clientId: 'demo-agent' }, [partner.refresh_token]);
+      { error: 'invalid_grant', check: 'refresh_token', description: /not a live refresh token issued to client demo-agent/, clientId: 'demo-agent' }, [partner.refresh_token]);
   });
 
   test('an unknown refresh token is invalid_grant', async () => {
     await expectDenied(() => exchange(idjag.url, 'no-such-refresh-token', { subject_token_type: REFRESH_TOKEN }),
-      { error: 'invalid_grant', check: 'refresh_token.found', description: /not a refresh token issued to client demo-agent/ });
+      { error: 'invalid_grant', check: 'refresh_token', description: /not a live refresh token issued to client demo-agent/ });
   });
 
   test('an ID Token sent as a refresh token is invalid_grant', async () => {
     await expectDenied(() => exchange(idjag.url, alice.tokens.id_token, { subject_token_type: REFRESH_TOKEN }),
-      { error: 'invalid_grant', check: 'refresh_token.found', description: /not a refresh token issued to client demo-agent/ }, [alice.tokens.id_token]);
+      { error: 'invalid_grant', check: 'refresh_token', description: /not a live refresh token issued to client demo-agent/ }, [alice.tokens.id_token]);
+  });
+
+  test('not yours, unknown, expired, revoked: the presenting client is told exactly the same; the audit log says which', async () => {
+    const fresh = await signIn(idjag.url, { scope: 'openid offline_access', prompt: 'consent' });
+    const expired = await signIn(idjag.url, { scope: 'openid offline_access', prompt: 'consent' });
+    // expire one refresh token in place (an opaque token's value is its id), revoke another at the revocation endpoint
+    const stored = await db().selectFrom('oidc_payloads').select('payload').where('model', '=', 'RefreshToken').where('id', '=', expired.tokens.refresh_token).executeTakeFirstOrThrow();
+    const payload = JSON.parse(stored.payload) as { exp: number };
+    await db().updateTable('oidc_payloads').set({ payload: JSON.stringify({ ...payload, exp: nowSec() - 3600 }) })
+      .where('model', '=', 'RefreshToken').where('id', '=', expired.tokens.refresh_token).execute();
+    const revoked = await fetch(`${idjag.url}/token/revocation`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from('demo-agent:demo-agent-secret').toString('base64')}` },
+      body: new URLSearchParams({ token: fresh.tokens.refresh_token, token_type_hint: 'refresh_token' }),
+    });
+    expect(revoked.status).toBe(200);
+
+    const cases = { 'not yours': partner.refresh_token, unknown: 'no-such-refresh-token', expired: expired.tokens.refresh_token, revoked: fresh.tokens.refresh_token };
+    const answers: Record<string, unknown> = {};
+    const explanations: Record<string, string> = {};
+    for (const [name, token] of Object.entries(cases)) {
+      const res = await exchange(idjag.url, token, { subject_token_type: REFRESH_TOKEN });
+      answers[name] = { status: res.status, body: res.body };
+      const [audit] = await lastAuditRows(1);
+      explanations[name] = audit!.explanation!;
+    }
+    const first = answers['not yours'];
+    expect(first).toEqual({ status: 400, body: { error: 'invalid_grant', error_description: expect.stringMatching(/^subject_token is not a live refresh token issued to client demo-agent \(failed check: refresh_token;/) } });
+    for (const answer of Object.values(answers)) expect(answer).toEqual(first);
+    expect(explanations).toEqual({
+      'not yours': 'refresh token of client partner-app, presented by demo-agent',
+      unknown: 'no such refresh token (never issued, revoked or deleted)',
+      expired: expect.stringMatching(/^refresh token expired at /),
+      revoked: 'no such refresh token (never issued, revoked or deleted)',
+    });
+  });
+
+  test('a rotated refresh token replayed as subject_token revokes its grant, as at grant_type=refresh_token (reuse detection)', async () => {
+    const bob = await signIn(idjag.url, { username: 'bob', password: 'bob', scope: 'openid offline_access', prompt: 'consent' });
+    const rotated = await tokenRequest(idjag.url, { grant_type: 'refresh_token', refresh_token: bob.tokens.refresh_token }, { id: 'demo-agent', secret: 'demo-agent-secret' });
+    expect(rotated.status).toBe(200);
+    const newest = rotated.body.refresh_token as string;
+    expect(newest).not.toBe(bob.tokens.refresh_token);
+
+    // the replay of the old one is refused, and the audit log says why
+    const replay = await exchange(idjag.url, bob.tokens.refresh_token, { subject_token_type: REFRESH_TOKEN });
+    expect([replay.status, replay.body.error]).toEqual([400, 'invalid_grant']);
+    const [row] = await lastAuditRows(1);
+    expect(row!.explanation).toMatch(/^refresh token already rotated and presented again: grant \S+ revoked \(reuse detection\)$/);
+
+    // and the grant is gone: the newest refresh token no longer works, for an exchange or a refresh
+    const after = await exchange(idjag.url, newest, { subject_token_type: REFRESH_TOKEN });
+    expect([after.status, after.body.error]).toEqual([400, 'invalid_grant']);
+    const refresh = await tokenRequest(idjag.url, { grant_type: 'refresh_token', refresh_token: newest }, { id: 'demo-agent', secret: 'demo-agent-secret' });
+    expect([refresh.status, refresh.body.error]).toEqual([400, 'invalid_grant']);
   });
 });
 

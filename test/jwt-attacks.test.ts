@@ -197,7 +197,7 @@ describe('opaque tokens of this IdP presented as ID Tokens', () => {
     const at = alice.tokens.access_token as string;
     expect(at.split('.')).toHaveLength(1);
     await refused(at, 'id_token.format', /not a JWT/);
-    await refused(at, 'refresh_token.found', undefined, { subject_token_type: REFRESH_TOKEN });
+    await refused(at, 'refresh_token', undefined, { subject_token_type: REFRESH_TOKEN });
   });
 
   test('alice\'s refresh token, as an ID Token', async () => {
@@ -206,7 +206,7 @@ describe('opaque tokens of this IdP presented as ID Tokens', () => {
 
   test('the authorization code already redeemed, as an ID Token and as a refresh token', async () => {
     await refused(alice.code, 'id_token.format', /not a JWT/);
-    await refused(alice.code, 'refresh_token.found', undefined, { subject_token_type: REFRESH_TOKEN });
+    await refused(alice.code, 'refresh_token', undefined, { subject_token_type: REFRESH_TOKEN });
   });
 });
 

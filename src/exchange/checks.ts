@@ -59,7 +59,17 @@ export const ID_TOKEN_CHECKS: CheckDef[] = [
   def('id_token.subject', 'SPEC Step 2; OIDC Core §2', 'invalid_grant'),
 ];
 
+/**
+ * One check for a refresh token, whatever is wrong with it (unknown, another client's, expired, revoked,
+ * already rotated): the presenting client must not learn that a stolen token is live for someone else, so it
+ * is told the same thing in every case, and only the admin's explanation says which.
+ */
 export const REFRESH_TOKEN_CHECKS: CheckDef[] = [
+  def('refresh_token', 'SPEC Step 2; RFC 6749 §6, RFC 9700 §4.14.2', 'invalid_grant'),
+];
+
+/** Checks of earlier versions, still named by older audit rows. */
+const RETIRED_CHECKS: CheckDef[] = [
   def('refresh_token.found', 'SPEC Step 2; RFC 6749 §6', 'invalid_grant'),
   def('refresh_token.client', 'SPEC Step 2; RFC 6749 §6', 'invalid_grant'),
   def('refresh_token.live', 'SPEC Step 2; RFC 6749 §6, RFC 7009', 'invalid_grant'),
@@ -83,7 +93,7 @@ export const RATE_LIMIT_CHECK: CheckDef = def('rate_limit', 'RFC 6585 §4 (429 T
 
 /** Every check by name: the audit row stores names and outcomes only, and readers look the rest up here. */
 export const CHECKS_BY_NAME: ReadonlyMap<string, CheckDef> = new Map(
-  [...REQUEST_CHECKS, ...ID_TOKEN_CHECKS, ...REFRESH_TOKEN_CHECKS, ...DECISION_CHECKS, RATE_LIMIT_CHECK].map((d) => [d.name, d]),
+  [...REQUEST_CHECKS, ...ID_TOKEN_CHECKS, ...REFRESH_TOKEN_CHECKS, ...DECISION_CHECKS, RATE_LIMIT_CHECK, ...RETIRED_CHECKS].map((d) => [d.name, d]),
 );
 
 /** What the audit row keeps of a check: what varies from one request to the next. */

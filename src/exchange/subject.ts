@@ -51,6 +51,19 @@ export async function validateSubject(req: ExchangeRequest, checks: CheckList, c
 
 interface Found { sub: string; auth: Pick<Subject, 'authTime' | 'amr' | 'acr'> }
 
+/** Everything issued under the refresh token's grant, and the grant itself. */
+async function revokeGrant(provider: Provider, rt: InstanceType<Provider['RefreshToken']>): Promise<void> {
+  const { grantId } = rt;
+  await rt.destroy();
+  if (!grantId) return;
+  await Promise.all([
+    provider.AccessToken.revokeByGrantId(grantId),
+    provider.RefreshToken.revokeByGrantId(grantId),
+    provider.AuthorizationCode.revokeByGrantId(grantId),
+    provider.Grant.adapter.destroy(grantId),
+  ]);
+}
+
 const segment = (s: string) => /^[A-Za-z0-9_-]+$/.test(s);
 
 async function validateIdToken(req: ExchangeRequest, checks: CheckList, c: SubjectContext): Promise<Found> {
@@ -130,21 +143,28 @@ async function validateIdToken(req: ExchangeRequest, checks: CheckList, c: Subje
   };
 }
 
-/** Through the provider's own model: the same storage, expiry and revocation the refresh_token grant uses. */
+/**
+ * Through the provider's own model: the same storage, expiry and revocation the refresh_token grant uses,
+ * and the same reuse detection: a rotated refresh token presented again by its client means one of two
+ * parties holding it is not the user's, so the whole grant is revoked (RFC 9700 §4.14.2), as the provider's
+ * refresh_token grant does. The client is told the same thing in every case (see REFRESH_TOKEN_CHECKS).
+ */
 async function validateRefreshToken(req: ExchangeRequest, checks: CheckList, c: SubjectContext): Promise<Found> {
+  const refuse = (explanation: string): never =>
+    checks.fail('refresh_token', `subject_token is not a live refresh token issued to client ${req.clientId}`, { explanation });
   const rt = await c.provider.RefreshToken.find(req.subjectToken, { ignoreExpiration: true });
-  if (!rt) checks.fail('refresh_token.found', `subject_token is not a refresh token issued to client ${req.clientId}`, { explanation: 'no such refresh token (never issued, revoked or deleted)' });
-  checks.pass('refresh_token.found');
-  // Said like "not found": a stolen refresh token should not learn that it is live for someone else.
-  checks.require('refresh_token.client', rt.clientId === req.clientId,
-    `subject_token is not a refresh token issued to client ${req.clientId}`, { explanation: `refresh token of client ${rt.clientId}, presented by ${req.clientId}` });
-  if (rt.isExpired) checks.fail('refresh_token.live', 'subject_token (refresh token) has expired; sign the user in again');
-  if (rt.consumed) checks.fail('refresh_token.live', 'subject_token (refresh token) was already rotated; use the newest refresh token');
+  if (!rt) return refuse('no such refresh token (never issued, revoked or deleted)');
+  if (rt.clientId !== req.clientId) return refuse(`refresh token of client ${rt.clientId}, presented by ${req.clientId}`);
+  if (rt.consumed) {
+    await revokeGrant(c.provider, rt);
+    return refuse(`refresh token already rotated and presented again: grant ${rt.grantId ?? '(none)'} revoked (reuse detection)`);
+  }
+  if (rt.isExpired) return refuse(`refresh token expired at ${new Date(rt.exp! * 1000).toISOString()}`);
   const grant = rt.grantId ? await c.provider.Grant.find(rt.grantId) : undefined;
   if (!grant || grant.clientId !== req.clientId || grant.accountId !== rt.accountId) {
-    checks.fail('refresh_token.live', 'subject_token (refresh token) belongs to a grant that was revoked or has expired');
+    return refuse('the refresh token\'s grant was revoked or has expired');
   }
-  checks.pass('refresh_token.live');
+  checks.pass('refresh_token');
   return {
     sub: rt.accountId!,
     auth: {
