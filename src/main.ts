@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { dirname, join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import Koa, { type Context, type Next } from 'koa';
 import { pino, type Logger } from 'pino';
@@ -15,10 +16,13 @@ import { exclusively, migrateToLatest, openDatabase, type Database } from './db/
 import { demoParties, type Demo } from './demo/index.ts';
 import { discoveryMetadata, exchangeMiddleware, registerTokenExchange } from './exchange/index.ts';
 import { deleteExpiredPayloads } from './oidc/adapter.ts';
+import { clientAuthErrors } from './oidc/client-auth.ts';
 import { ProviderHost } from './oidc/host.ts';
 import { interactionRoutes } from './oidc/interactions.ts';
 import { ensureSigningKeys, purgeExpiredKeys } from './oidc/keys.ts';
 import { createRateLimits, purgeExpiredRateLimits } from './web/rate-limits.ts';
+import { pinOrigin } from './web/origin.ts';
+import { Readiness } from './web/readiness.ts';
 import { securityHeaders } from './web/security.ts';
 import { storedCookieKeys } from './web/settings.ts';
 import { loadViews } from './web/views.ts';
@@ -48,11 +52,12 @@ export interface StartOptions {
 /**
  * Composition: open and migrate the database, make sure keys exist, seed an empty database, build the
  * provider and the koa app around it, and listen. The socket is bound before the provider is built so the
- * issuer can name the port actually bound.
+ * issuer can name the port actually bound; until the app is ready, requests are answered 503 (Readiness).
  */
 export async function startIdjag(config: Config, options: StartOptions = {}): Promise<Idjag> {
   const log = options.log ?? pino({ level: config.logLevel, redact: ['req.headers.authorization', 'req.headers.cookie'] });
-  const server = createServer();
+  const readiness = new Readiness();
+  const server = createServer(readiness.listener);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(config.port, config.host, () => resolve());
@@ -82,25 +87,28 @@ export async function startIdjag(config: Config, options: StartOptions = {}): Pr
     const limits = createRateLimits(database, config, log);
     const host = await ProviderHost.create({
       wrapGrant: limits.token.wrapGrant,
+      clientAuth: limits.clientAuth,
       db, issuer, cookieKeys, render, log, secure,
       discovery: discoveryMetadata,
       extend: (provider, keys) => registerTokenExchange(provider, { db, issuer, log, errors: config.errors, keys: () => keys }),
     });
     const app = new Koa({ keys: cookieKeys, proxy: secure && config.production });
     app.silent = true;
+    pinOrigin(app, issuer);
     app.use(drainUnreadBody);
     app.use(requestLog(log));
     app.use(lastResort(log));
     app.use(securityHeaders({ https: secure }));
     app.use(async (ctx, next) => {
       if (ctx.path === '/healthz' && ctx.method === 'GET') return health(ctx, database);
+      if (ctx.path === '/readyz' && ctx.method === 'GET') return ready(ctx, database, host, readiness);
       if (ctx.path.startsWith('/assets/') && ctx.method === 'GET') return asset(ctx);
       return next();
     });
     // Steps 3 and 4 of the flow, before the provider so its catch-all never sees their paths.
     const demo = config.demo ? demoParties({ db, issuer, url, log }) : undefined;
     if (demo) app.use(demo.middleware);
-    const clientView = clientViewRoutes({ db, render });
+    const clientView = clientViewRoutes({ db, render, throttle: limits.clientAuth });
     app.use(clientView.routes()).use(clientView.allowedMethods());
     const interactions = interactionRoutes({ db, render, log, provider: () => host.provider, throttle: limits.login });
     app.use(interactions.routes()).use(interactions.allowedMethods());
@@ -109,8 +117,9 @@ export async function startIdjag(config: Config, options: StartOptions = {}): Pr
     app.use(createAdmin({ db, log, issuer, url, render, provider: () => host.provider, reloadKeys: () => host.refreshKeys() }).middleware);
     app.use(limits.token.middleware);
     app.use(exchangeMiddleware({ db, log, errors: config.errors }));
+    app.use(clientAuthErrors);
     app.use(host.middleware);
-    server.on('request', app.callback());
+    readiness.serve(app.callback());
 
     const timers = [
       setInterval(() => host.refreshKeys().then((changed) => changed && log.info({ keys: host.keys.fingerprint }, 'signing keys reloaded'),
@@ -122,6 +131,9 @@ export async function startIdjag(config: Config, options: StartOptions = {}): Pr
 
     let closing: Promise<void> | undefined;
     const close = () => closing ??= (async () => {
+      // Not ready first, while still serving: a load balancer polling /readyz stops sending before we stop accepting.
+      readiness.drain();
+      if (config.drainSeconds > 0) await sleep(config.drainSeconds * 1000);
       timers.forEach(clearInterval);
       // Stop accepting, let in-flight requests finish, then cut whatever is still open after the grace period.
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
@@ -169,6 +181,16 @@ async function drainUnreadBody(ctx: Context, next: Next) {
   } finally {
     if (!ctx.req.complete) ctx.req.resume();
   }
+}
+
+/** Readiness: this node takes traffic (not starting, not draining), its database answers and it has keys to sign with. */
+async function ready(ctx: Context, database: Database, host: ProviderHost, readiness: Readiness) {
+  ctx.set('Cache-Control', 'no-store');
+  const reachable = await sql`select 1`.execute(database.db).then(() => 'ok', () => 'unreachable');
+  const keys = (['id_token', 'id_jag'] as const).every((purpose) => host.keys.keys.some((k) => k.purpose === purpose && k.active)) ? 'ok' : 'missing';
+  const ok = readiness.phase === 'ready' && reachable === 'ok' && keys === 'ok';
+  ctx.status = ok ? 200 : 503;
+  ctx.body = { status: ok ? 'ready' : readiness.phase === 'ready' ? 'unavailable' : readiness.phase, database: reachable, keys };
 }
 
 /** Whatever escapes every other handler becomes a plain 500, logged, with no stack trace on the wire. */
@@ -234,7 +256,7 @@ function banner(idjag: Idjag): string {
     `  listening   ${idjag.config.host.includes(':') ? `[${idjag.config.host}]` : idjag.config.host}:${(idjag.server.address() as AddressInfo).port}`,
     `  discovery   ${idjag.issuer}/.well-known/openid-configuration`,
     `  jwks        ${idjag.issuer}/jwks`,
-    `  health      ${idjag.issuer}/healthz`,
+    `  health      ${idjag.issuer}/healthz  (liveness)   ${idjag.issuer}/readyz  (readiness)`,
     `  database    ${idjag.database.location}`,
     `  admin ui    ${idjag.issuer}${ADMIN_UI_PREFIX}  (sign in as a member of the admins group)`,
     `  admin api   ${idjag.issuer}${ADMIN_API_PREFIX}  (Bearer: a client_credentials token with scope admin)`,

@@ -193,28 +193,46 @@ describe('token endpoint rate limit per client', () => {
   });
 });
 
-describe('token endpoint rate limit without client authentication', () => {
+describe('failed client authentication, on every endpoint that checks a client secret', () => {
   let idjag: TestServer;
   beforeAll(async () => {
-    idjag = await startTestServer({ tokenRateLimit: 3 });
+    idjag = await startTestServer({ tokenRateLimit: 3, clientAuthIpFailures: 3, clientAuthClientFailures: 0 });
   });
   afterAll(() => idjag.dispose());
 
-  test('failed client authentication counts per IP, not against the client it names; an IP over the limit is refused before the provider', async () => {
+  const post = (path: string, form: Record<string, string>, auth: { id: string; secret: string }) => fetch(`${idjag.url}${path}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`${auth.id}:${auth.secret}`).toString('base64')}` },
+    body: new URLSearchParams(form),
+  });
+
+  test('counts per IP whatever the path spelling or endpoint, and refuses the IP before any secret is checked, the right one too', async () => {
     const wrong = { id: DEMO_AGENT.id, secret: 'wrong-secret' };
-    for (let i = 0; i < 2; i++) expect((await exchange(idjag.url, 'not-a-token', {}, wrong)).status).toBe(401);
-    // demo-agent's own three requests are still within its budget
-    for (let i = 0; i < 3; i++) expect((await exchange(idjag.url, 'not-a-token')).status).toBe(400);
-    expect((await exchange(idjag.url, 'not-a-token', {}, null)).status).toBe(401);
-    // three unauthenticated requests from this IP: the next request from it is refused, whoever it claims to be
-    const refused = await tokenRequest(idjag.url, { grant_type: 'client_credentials', scope: 'admin' }, ADMIN_CLI);
-    expect(refused.status).toBe(429);
-    expect(Number(refused.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
-    expect(refused.body.error).toBe('temporarily_unavailable');
-    expect(refused.body.error_description).toMatch(/^rate limit exceeded for requests without client authentication from this address; retry after \d+ s$/);
-    // the refused request never reached the provider: the admin client's budget is untouched
-    const keys = await idjag.database.db.selectFrom('rate_limits').select(['key', 'points']).where('key', 'like', 'token:%').orderBy('key').execute();
-    expect(keys.map((k) => k.key)).toEqual(['token:client:demo-agent', expect.stringMatching(/^token:ip:.*127\.0\.0\.1$/)]);
+    // the token endpoint as the provider also serves it, and introspection: three failures from this address
+    expect((await post('/TOKEN', { grant_type: 'client_credentials' }, wrong)).status).toBe(401);
+    expect((await post('/token/', { grant_type: 'client_credentials' }, { id: 'no-such-client', secret: 'x'.repeat(12) })).status).toBe(401);
+    expect((await post('/token/introspection', { token: 'x' }, wrong)).status).toBe(401);
+    // the fourth attempt is refused before its secret is looked at: the right secret gets the same 429
+    for (const [path, form] of [['/Token', { grant_type: 'client_credentials', scope: 'admin' }], ['/token/revocation', { token: 'x' }], ['/token', { grant_type: 'client_credentials', scope: 'admin' }]] as const) {
+      const refused = await post(path, form, ADMIN_CLI);
+      expect(refused.status).toBe(429);
+      expect(Number(refused.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+      expect(await refused.json()).toEqual({ error: 'temporarily_unavailable', error_description: expect.stringMatching(/^too many failed client authentications from this address; retry after \d+ s$/) });
+    }
+    // so is the client diagnostics view, which checks client secrets too
+    const view = await fetch(`${idjag.url}/conformance/clients/demo-agent?format=json`, { headers: { authorization: `Basic ${Buffer.from('demo-agent:demo-agent-secret').toString('base64')}` } });
+    expect(view.status).toBe(429);
+    // a token exchange refused this way is audited: the rate limit failed before client authentication ran
+    const throttled = await exchange(idjag.url, 'not-a-token');
+    expect(throttled.status).toBe(429);
+    const [row] = await idjag.database.db.selectFrom('audit_log').selectAll().where('reason', '=', 'rate_limit').execute();
+    expect(row).toMatchObject({ decision: 'denied', error: 'temporarily_unavailable', client_id: 'demo-agent' });
+    expect(row!.explanation).toMatch(/^ip:\S+ is over its limit of 3 failed client authentications per minute/);
+    const checks = JSON.parse(row!.checks) as { name: string; status: string }[];
+    expect(checks.map((c) => [c.name, c.status]).slice(0, 2)).toEqual([['rate_limit', 'failed'], ['client_authentication', 'not_reached']]);
+    // the refused requests never reached a grant: no client's token budget was spent
+    const keys = await idjag.database.db.selectFrom('rate_limits').select('key').where('key', 'like', 'token:%').execute();
+    expect(keys).toEqual([]);
   });
 
   test('expired counters are purged', async () => {
@@ -226,9 +244,30 @@ describe('token endpoint rate limit without client authentication', () => {
   });
 });
 
+describe('failed client authentication per client id', () => {
+  let idjag: TestServer;
+  beforeAll(async () => {
+    idjag = await startTestServer({ clientAuthIpFailures: 0, clientAuthClientFailures: 2 });
+  });
+  afterAll(() => idjag.dispose());
+
+  test('failures naming a client id, from anywhere, hold that client id off; other clients are unaffected', async () => {
+    const wrong = { id: DEMO_AGENT.id, secret: 'wrong-secret' };
+    for (let i = 0; i < 2; i++) expect((await exchange(idjag.url, 'not-a-token', {}, wrong)).status).toBe(401);
+    const refused = await exchange(idjag.url, 'not-a-token');
+    expect(refused.status).toBe(429);
+    expect(refused.body.error_description).toMatch(/^too many failed client authentications for client demo-agent; retry after \d+ s$/);
+    expect((await tokenRequest(idjag.url, { grant_type: 'client_credentials', scope: 'admin' }, ADMIN_CLI)).status).toBe(200);
+    // an unknown client id is counted like a known one
+    for (let i = 0; i < 2; i++) expect((await tokenRequest(idjag.url, { grant_type: 'client_credentials' }, { id: 'ghost', secret: 'ghost-secret' })).status).toBe(401);
+    expect((await tokenRequest(idjag.url, { grant_type: 'client_credentials' }, { id: 'ghost', secret: 'ghost-secret' })).status).toBe(429);
+  });
+});
+
 test('the limits are configurable by flag and environment, with the documented defaults', () => {
   const base = { port: '0' };
-  expect(loadConfig([], base)).toMatchObject({ loginAccountFailures: 5, loginAccountBlock: 30, loginAccountBlockMax: 900, loginIpFailures: 100, tokenRateLimit: 600 });
+  expect(loadConfig([], base)).toMatchObject({ loginAccountFailures: 5, loginAccountBlock: 30, loginAccountBlockMax: 900, loginIpFailures: 100, tokenRateLimit: 600, clientAuthIpFailures: 60, clientAuthClientFailures: 300 });
+  expect(loadConfig(['--client-auth-ip-failures', '10'], { ...base, IDJAG_CLIENT_AUTH_CLIENT_FAILURES: '20' })).toMatchObject({ clientAuthIpFailures: 10, clientAuthClientFailures: 20 });
   const env = { ...base, IDJAG_LOGIN_ACCOUNT_FAILURES: '7', IDJAG_LOGIN_ACCOUNT_BLOCK: '10', IDJAG_LOGIN_ACCOUNT_BLOCK_MAX: '60', IDJAG_LOGIN_IP_FAILURES: '20', IDJAG_TOKEN_RATE_LIMIT: '50' };
   expect(loadConfig([], env)).toMatchObject({ loginAccountFailures: 7, loginAccountBlock: 10, loginAccountBlockMax: 60, loginIpFailures: 20, tokenRateLimit: 50 });
   expect(loadConfig(['--token-rate-limit', '0', '--login-ip-failures', '0', '--login-account-failures', '3', '--login-account-block', '5', '--login-account-block-max', '40'], env))

@@ -34,6 +34,12 @@ const Settings = z.object({
   loginIpFailures: z.coerce.number().int().min(0).max(1_000_000),
   /** token endpoint requests per minute per authenticated client (and per IP without client authentication); 0: off */
   tokenRateLimit: z.coerce.number().int().min(0).max(10_000_000),
+  /** on SIGTERM, seconds between reporting not-ready (/readyz) and closing the listener: time for a load balancer to notice */
+  drainSeconds: z.coerce.number().int().min(0).max(300),
+  /** failed client authentications per minute from one IP, on every endpoint that checks a client secret; 0: off */
+  clientAuthIpFailures: z.coerce.number().int().min(0).max(1_000_000),
+  /** failed client authentications per minute naming one client id, from anywhere; 0: off */
+  clientAuthClientFailures: z.coerce.number().int().min(0).max(1_000_000),
 });
 
 export type Config = z.infer<typeof Settings>;
@@ -55,6 +61,9 @@ const flags = {
   'login-account-block-max': { type: 'string' },
   'login-ip-failures': { type: 'string' },
   'token-rate-limit': { type: 'string' },
+  'drain-seconds': { type: 'string' },
+  'client-auth-ip-failures': { type: 'string' },
+  'client-auth-client-failures': { type: 'string' },
 } as const;
 
 export class ConfigError extends Error {}
@@ -84,6 +93,9 @@ export function loadConfig(
     loginAccountBlockMax: values['login-account-block-max'] ?? env.IDJAG_LOGIN_ACCOUNT_BLOCK_MAX ?? '900',
     loginIpFailures: values['login-ip-failures'] ?? env.IDJAG_LOGIN_IP_FAILURES ?? '100',
     tokenRateLimit: values['token-rate-limit'] ?? env.IDJAG_TOKEN_RATE_LIMIT ?? '600',
+    drainSeconds: values['drain-seconds'] ?? env.IDJAG_DRAIN_SECONDS ?? ((values.production ?? env.NODE_ENV === 'production') ? '5' : '0'),
+    clientAuthIpFailures: values['client-auth-ip-failures'] ?? env.IDJAG_CLIENT_AUTH_IP_FAILURES ?? '60',
+    clientAuthClientFailures: values['client-auth-client-failures'] ?? env.IDJAG_CLIENT_AUTH_CLIENT_FAILURES ?? '300',
     errors: values.errors ?? env.IDJAG_ERRORS ?? ((values.production ?? env.NODE_ENV === 'production') ? 'minimal' : 'verbose'),
     ...overrides,
   };

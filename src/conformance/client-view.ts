@@ -2,7 +2,8 @@ import Router from '@koa/router';
 import type { Context } from 'koa';
 import type { DB } from '../db/index.ts';
 import { CHECKS_BY_NAME, type CheckRecord } from '../exchange/checks.ts';
-import { VerifiedSecretCache } from '../oidc/secrets.ts';
+import type { ClientAuthGate } from '../oidc/client-auth.ts';
+import { VerifiedSecretCache, verifyAgainstNothing } from '../oidc/secrets.ts';
 import { basicCredentials } from '../web/basic-auth.ts';
 import type { Render } from '../web/views.ts';
 
@@ -13,14 +14,26 @@ const MAX_LIMIT = 200;
 export interface ClientViewDeps {
   db: DB;
   render: Render;
+  /** the failed-client-authentication throttle the token endpoint uses */
+  throttle?: ClientAuthGate;
 }
 
-/** Who is asking: the client whose id and secret these are, or why not. */
-async function authenticate(db: DB, header: string): Promise<{ clientId: string } | { status: 401; message: string }> {
-  const creds = basicCredentials(header);
-  if (!creds) return { status: 401, message: 'authenticate with your client id and secret (HTTP Basic, as at the token endpoint)' };
+type Refusal = { status: 401 | 429; message: string; retryAfter?: number };
+
+/**
+ * Who is asking: the client whose id and secret these are, or why not. Checked like a client secret at the
+ * token endpoint: refused before the secret is looked at when the throttle says so, every failure counted,
+ * and an unknown client id costs the same scrypt as a wrong secret.
+ */
+async function authenticate(db: DB, ctx: Context, throttle: ClientAuthGate | undefined): Promise<{ clientId: string } | Refusal> {
+  const creds = basicCredentials(ctx.get('authorization'));
+  if (!creds || creds.secret === '') return { status: 401, message: 'authenticate with your client id and secret (HTTP Basic, as at the token endpoint)' };
+  const verdict = await throttle?.admit(ctx.ip, creds.id);
+  if (verdict && !verdict.allowed) return { status: 429, message: verdict.description, retryAfter: verdict.retryAfter };
   const row = await db.selectFrom('clients').select(['secret_hash', 'disabled']).where('client_id', '=', creds.id).executeTakeFirst();
-  if (!row || row.disabled || !row.secret_hash || !(await verified.verify(creds.secret, row.secret_hash))) {
+  const ok = row && !row.disabled && row.secret_hash ? await verified.verify(creds.secret, row.secret_hash) : await verifyAgainstNothing(creds.secret);
+  if (!ok) {
+    await throttle?.failed(ctx.ip, creds.id);
     return { status: 401, message: 'client authentication failed (this view accepts clients with a client secret)' };
   }
   return { clientId: creds.id };
@@ -95,9 +108,14 @@ export function clientViewRoutes(deps: ClientViewDeps): Router {
   const router = new Router({ prefix: '/conformance/clients' });
   router.get('/:clientId', async (ctx) => {
     ctx.set('Cache-Control', 'no-store');
-    const who = await authenticate(deps.db, ctx.get('authorization'));
+    const who = await authenticate(deps.db, ctx, deps.throttle);
     if ('status' in who) {
-      ctx.status = 401;
+      ctx.status = who.status;
+      if (who.retryAfter !== undefined) {
+        ctx.set('Retry-After', String(who.retryAfter));
+        ctx.body = { error: 'temporarily_unavailable', error_description: who.message };
+        return;
+      }
       ctx.set('WWW-Authenticate', 'Basic realm="idjag conformance", charset="UTF-8"');
       ctx.body = { error: 'invalid_client', error_description: who.message };
       return;

@@ -63,12 +63,6 @@ export function exchangeMiddleware(deps: Pick<ExchangeDeps, 'db' | 'log' | 'erro
       }).catch((err: unknown) => deps.log.error({ err }, 'audit write failed for a failed token exchange'));
       return;
     }
-    if (!oidc.client && body.error === 'invalid_request' && body.error_description === 'no client authentication mechanism provided') {
-      // RFC 6749 §5.2 and SPEC.md: a request with no client authentication at all is invalid_client (401).
-      ctx.status = 401;
-      ctx.set('WWW-Authenticate', `Basic realm="${oidc.provider.issuer}"`);
-      ctx.body = { error: 'invalid_client', error_description: 'client authentication is required: use client_secret_basic, client_secret_post or private_key_jwt' };
-    }
     const answered = ctx.body as { error: string; error_description?: string };
     const checks = new CheckList(REQUEST_CHECKS);
     const description = answered.error_description ?? answered.error;
@@ -103,21 +97,28 @@ function failClosed(ctx: Context, description: string) {
   ctx.body = { error: 'temporarily_unavailable', error_description: description };
 }
 
-/** A token exchange the rate limit refused (src/web/rate-limits.ts): the client authenticated, the grant never ran. */
+/**
+ * A token exchange a rate limit refused (src/web/rate-limits.ts): either the failed-authentication limit,
+ * before the client's secret was looked at, or the token limit, after the client authenticated. The grant
+ * never ran.
+ */
 async function auditThrottled(ctx: KoaContextWithOIDC, deps: Pick<ExchangeDeps, 'db' | 'log'>, throttled: Throttled, started: number) {
-  const checks = new CheckList([...REQUEST_CHECKS.slice(0, 2), RATE_LIMIT_CHECK, ...REQUEST_CHECKS.slice(2)]);
-  checks.pass('client_authentication', `authenticated with ${ctx.oidc.client?.clientAuthMethod ?? 'none'}`);
-  checks.pass('request_syntax');
-  const explanation = `${throttled.key} is over its limit of ${throttled.limit} token requests per minute; told to retry after ${throttled.retryAfter} s`;
+  const checks = throttled.limit === 'client_authentication'
+    ? new CheckList([RATE_LIMIT_CHECK, ...REQUEST_CHECKS])
+    : new CheckList([...REQUEST_CHECKS.slice(0, 2), RATE_LIMIT_CHECK, ...REQUEST_CHECKS.slice(2)]);
+  if (throttled.limit === 'token') {
+    checks.pass('client_authentication', `authenticated with ${ctx.oidc.client?.clientAuthMethod ?? 'none'}`);
+    checks.pass('request_syntax');
+  }
   try {
-    checks.fail(RATE_LIMIT_CHECK.name, throttled.description, { explanation });
+    checks.fail(RATE_LIMIT_CHECK.name, throttled.description, { explanation: throttled.explanation });
   } catch { /* the refusal is already answered (429) */ }
   try {
     await recordDecision(deps.db, {
       ...recordBase(ctx),
       decision: 'denied',
       reason: RATE_LIMIT_CHECK.name,
-      explanation,
+      explanation: throttled.explanation,
       error: 'temporarily_unavailable',
       durationMs: performance.now() - started,
       checks: checks.record,

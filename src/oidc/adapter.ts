@@ -75,8 +75,13 @@ class PayloadAdapter implements Adapter {
     await this.#db.deleteFrom('oidc_payloads').where('model', '=', this.#model).where('id', '=', id).execute();
   }
 
+  /**
+   * The provider calls this once per model it revokes (access tokens, refresh tokens, codes): delete that
+   * model's rows only. A pending Interaction carries the grant id too, and a sign-in that replaces the
+   * session's account revokes the old grant while that very interaction is still being completed.
+   */
   async revokeByGrantId(grantId: string): Promise<void> {
-    await this.#db.deleteFrom('oidc_payloads').where('grant_id', '=', grantId).execute();
+    await this.#db.deleteFrom('oidc_payloads').where('model', '=', this.#model).where('grant_id', '=', grantId).execute();
   }
 }
 

@@ -4,6 +4,7 @@ import type { DB } from '../db/index.ts';
 import type { Render } from '../web/views.ts';
 import { accountFinder } from './accounts.ts';
 import { adapterFactory } from './adapter.ts';
+import { guardClientAuthentication, type ClientAuthGate } from './client-auth.ts';
 import type { KeySet } from './keys.ts';
 import { VerifiedSecretCache } from './secrets.ts';
 
@@ -24,6 +25,8 @@ export interface ProviderDeps {
    * authentication and before the grant does any work (the token endpoint's rate limit)
    */
   wrapGrant?: GrantWrapper;
+  /** may refuse a client authentication before its secret is checked, and hears of every failure */
+  clientAuth?: ClientAuthGate;
 }
 
 export type GrantHandler = (ctx: TokenEndpointGrantContext) => void | Promise<void>;
@@ -149,9 +152,7 @@ export function buildProvider(deps: ProviderDeps): Provider {
   };
 
   const provider = new (providerClass(deps.wrapGrant))(deps.issuer, configuration);
-  provider.Client.prototype.compareClientSecret = function compareClientSecret(this: { clientSecret?: string }, actual: string) {
-    return this.clientSecret ? verifiedSecrets.verify(actual, this.clientSecret) : false;
-  };
+  guardClientAuthentication(provider, deps.clientAuth, verifiedSecrets);
   provider.on('server_error', (ctx: KoaContextWithOIDC, err: Error) => {
     deps.log.error({ err, path: ctx.path }, 'provider server_error');
   });

@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import { RateLimiterPostgres, RateLimiterRes, RateLimiterSQLite, type RateLimiterStoreAbstract } from 'rate-limiter-flexible';
 import type { Config } from '../config/index.ts';
 import { withStatementCache, type Database, type DB, type SqliteDatabase } from '../db/index.ts';
+import type { ClientAuthGate, ClientAuthVerdict } from '../oidc/client-auth.ts';
 import type { GrantWrapper } from '../oidc/provider.ts';
 
 /**
@@ -15,7 +16,8 @@ import type { GrantWrapper } from '../oidc/provider.ts';
  * limiters' queries fit).
  */
 
-export type ThrottleSettings = Pick<Config, 'loginAccountFailures' | 'loginAccountBlock' | 'loginAccountBlockMax' | 'loginIpFailures' | 'tokenRateLimit'>;
+export type ThrottleSettings = Pick<Config, 'loginAccountFailures' | 'loginAccountBlock' | 'loginAccountBlockMax' | 'loginIpFailures' | 'tokenRateLimit'
+  | 'clientAuthIpFailures' | 'clientAuthClientFailures'>;
 
 export const RATE_LIMIT_TABLE = 'rate_limits';
 
@@ -172,25 +174,24 @@ export class LoginThrottle {
 
 /** What a throttled token request left in `ctx.state.throttled`, for the exchange's audit row. */
 export interface Throttled {
-  key: string;
-  limit: number;
+  /** which limit refused it: failed client authentications (before the secret was looked at) or token requests (after) */
+  limit: 'client_authentication' | 'token';
   retryAfter: number;
   description: string;
+  /** for the audit log */
+  explanation: string;
 }
 
 export const throttledRequest = (ctx: { state: Record<string, unknown> }): Throttled | undefined => ctx.state.throttled as Throttled | undefined;
 
-const TOKEN_PATH = '/token';
 const TOKEN_WINDOW = 60;
 
 /**
  * Requests per minute at the token endpoint, counted where the provider has authenticated the client and
  * before the grant does any work: the provider's grants (and the token exchange) are wrapped, so the key is
  * the client the provider authenticated (by Basic, body credentials or a client assertion) and no one can
- * spend another client's budget by naming it. Requests without client authentication count per IP, against
- * the same limit, in two buckets: public clients (`public:<ip>`), and missing or failed client
- * authentication (`ip:<ip>`), which is counted after the provider answers and refused in front of it, before
- * any body parsing or secret checking (a wrong secret costs a scrypt).
+ * spend another client's budget by naming it. A public client's requests count per IP (`public:<ip>`).
+ * Failed client authentication is not counted here but by the ClientAuthThrottle, on every endpoint.
  *
  * Over the limit: 429 with `Retry-After` and `{"error":"temporarily_unavailable", ...}` (OAuth defines no
  * error code for rate limiting; RFC 6749 §5.2 errors are 400s, and this one says to come back later).
@@ -213,30 +214,18 @@ export class TokenThrottle {
     return handler(ctx);
   };
 
-  /** In front of the provider: refuses an IP over its limit, and counts what reached no grant (see the class). */
+  /**
+   * Around the provider: a token request the provider refused after authenticating the client but before any
+   * grant ran (repeated parameters, an unknown grant type) still counts against that client. Whatever path
+   * spelling reached it, the provider's route says what the request was.
+   */
   readonly middleware = async (ctx: Context, next: Next): Promise<void> => {
-    const limiter = this.#limiter;
-    if (!limiter || ctx.method !== 'POST' || ctx.path !== TOKEN_PATH) return next();
-    const address = `ip:${ctx.ip}`;
-    const seen = await limiter.get(bounded(address)).catch((err: unknown) => {
-      this.#log.error({ err }, 'token rate limit unavailable; request allowed');
-      return null;
-    });
-    if (seen && seen.consumedPoints >= limiter.points && seen.msBeforeNext > 0) {
-      const retryAfter = seconds(seen.msBeforeNext);
-      ctx.status = 429;
-      ctx.set('Retry-After', String(retryAfter));
-      ctx.set('Cache-Control', 'no-store');
-      ctx.body = { error: 'temporarily_unavailable', error_description: describe(undefined, retryAfter) };
-      return;
-    }
     await next();
-    if (ctx.state.tokenRequestCounted) return;
-    // Refused before any grant ran: count it against the client the provider authenticated, or the IP.
-    const client = (ctx as unknown as KoaContextWithOIDC).oidc?.client;
-    const key = !client || ctx.status === 401 ? address : keyOf(client, ctx.ip);
+    const limiter = this.#limiter;
+    const oidc = (ctx as unknown as KoaContextWithOIDC).oidc;
+    if (!limiter || oidc?.route !== 'token' || ctx.state.tokenRequestCounted || !oidc.client || ctx.status === 401) return;
     try {
-      await take(limiter, key);
+      await take(limiter, keyOf(oidc.client, ctx.ip));
     } catch (err) {
       this.#log.error({ err }, 'token rate limit unavailable');
     }
@@ -262,7 +251,8 @@ export class TokenThrottle {
     const description = describe(key.startsWith('client:') ? client.clientId : undefined, retryAfter);
     // once per window and key (later refusals come from memory, with no count)
     if (t.res.consumedPoints === limiter.points + 1) this.#log.warn({ event: 'token.rate_limited', key, limit: limiter.points, retryAfter }, 'token endpoint rate limit reached');
-    ctx.state.throttled = { key, limit: limiter.points, retryAfter, description } satisfies Throttled;
+    const explanation = `${key} is over its limit of ${limiter.points} token requests per minute; told to retry after ${retryAfter} s`;
+    ctx.state.throttled = { limit: 'token', retryAfter, description, explanation } satisfies Throttled;
     ctx.set('Retry-After', String(retryAfter));
     const err = new errors.CustomOIDCProviderError('temporarily_unavailable', description);
     throw Object.assign(err, { status: 429, statusCode: 429 });
@@ -280,13 +270,78 @@ function describe(clientId: string | undefined, retryAfter: number): string {
 }
 
 // ---------------------------------------------------------------------------------------------------------
+// Client authentication
+
+const CLIENT_AUTH_WINDOW = 60;
+
+/**
+ * Failed client authentications per minute, per IP and per client id, on every endpoint that checks a client
+ * secret: the token endpoint (under any spelling of its path: the provider's route decides, not the URL),
+ * introspection, revocation and the client diagnostics view. A failure is a wrong secret, a secret for an
+ * unknown client id, or a secret for a client that authenticates otherwise. Over either limit an attempt is
+ * refused before its secret is looked at, so guessing costs the guesser a 429 and the IdP no scrypt. A correct
+ * secret is refused too while a limit holds: letting it through would tell a guesser when it guessed right.
+ *
+ * The per-client limit lets anyone who knows a client id hold that client off for a minute at a time by
+ * failing on purpose; it is set well above the per-IP one so that takes many addresses (README "Throttling").
+ */
+export class ClientAuthThrottle implements ClientAuthGate {
+  readonly #buckets: { by: 'ip' | 'client'; limiter: RateLimiterStoreAbstract }[] = [];
+  readonly #log: Logger;
+
+  constructor(limiter: LimiterFactory, s: ThrottleSettings, log: Logger) {
+    this.#log = log;
+    if (s.clientAuthIpFailures > 0) {
+      this.#buckets.push({ by: 'ip', limiter: limiter({ keyPrefix: 'client_auth_ip', points: s.clientAuthIpFailures, duration: CLIENT_AUTH_WINDOW }) });
+    }
+    if (s.clientAuthClientFailures > 0) {
+      this.#buckets.push({ by: 'client', limiter: limiter({ keyPrefix: 'client_auth_client', points: s.clientAuthClientFailures, duration: CLIENT_AUTH_WINDOW }) });
+    }
+  }
+
+  async admit(ip: string, clientId: string): Promise<ClientAuthVerdict> {
+    for (const { by, limiter } of this.#buckets) {
+      const key = by === 'ip' ? ip : clientId;
+      let seen: RateLimiterRes | null;
+      try {
+        seen = await limiter.get(bounded(key));
+      } catch (err) {
+        // Availability over strictness, as at the token endpoint: the secret is still checked.
+        this.#log.error({ err }, 'client authentication throttle unavailable; attempt allowed');
+        return { allowed: true };
+      }
+      if (seen && seen.consumedPoints >= limiter.points && seen.msBeforeNext > 0) {
+        const retryAfter = seconds(seen.msBeforeNext);
+        return {
+          allowed: false, by, retryAfter,
+          description: `too many failed client authentications ${by === 'ip' ? 'from this address' : `for client ${clientId}`}; retry after ${retryAfter} s`,
+          explanation: `${by}:${key} is over its limit of ${limiter.points} failed client authentications per minute; told to retry after ${retryAfter} s`,
+        };
+      }
+    }
+    return { allowed: true };
+  }
+
+  async failed(ip: string, clientId: string): Promise<void> {
+    await Promise.all(this.#buckets.map(({ by, limiter }) => limiter.penalty(bounded(by === 'ip' ? ip : clientId)).catch((err: unknown) => {
+      this.#log.error({ err }, 'client authentication throttle unavailable; failure not counted');
+    })));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
 
 export interface RateLimits {
   login: LoginThrottle;
   token: TokenThrottle;
+  clientAuth: ClientAuthThrottle;
 }
 
 export function createRateLimits(database: Database, settings: ThrottleSettings, log: Logger): RateLimits {
   const limiter = limiterFactory(database);
-  return { login: new LoginThrottle(limiter, settings), token: new TokenThrottle(limiter, settings.tokenRateLimit, log) };
+  return {
+    login: new LoginThrottle(limiter, settings),
+    token: new TokenThrottle(limiter, settings.tokenRateLimit, log),
+    clientAuth: new ClientAuthThrottle(limiter, settings, log),
+  };
 }

@@ -37,6 +37,16 @@ export function pkce() {
   return { verifier, challenge };
 }
 
+/** The provider's self-submitting form (a form and a script that submits it on load): its action and fields. */
+export function autoSubmittedForm(html: string): { action: string; fields: Record<string, string> } | undefined {
+  if (!/document\.forms\[0\]\.submit\(\)/.test(html)) return undefined;
+  const action = /<form method="post" action="([^"]+)"/.exec(html)?.[1];
+  if (!action) return undefined;
+  const fields: Record<string, string> = {};
+  for (const m of html.matchAll(/<input type="hidden" name="([^"]+)" value="([^"]*)"\/?>/g)) fields[m[1]!] = m[2]!;
+  return { action: action.replace(/&amp;/g, '&'), fields };
+}
+
 export interface AuthorizeOptions {
   clientId?: string;
   username?: string;
@@ -95,6 +105,13 @@ export async function authorize(base: string, opts: AuthorizeOptions = {}): Prom
     }
     const body = await res.text();
     pages.push({ url, status: res.status, body });
+    const autoPost = autoSubmittedForm(body);
+    if (autoPost) {
+      // what a browser's script does with the provider's self-submitting forms (signing out the previous user)
+      url = new URL(autoPost.action, url).toString();
+      res = await browser.postForm(url, autoPost.fields);
+      continue;
+    }
     if (body.includes('action="/interaction/') && body.includes('/login"')) {
       const uid = new URL(url).pathname.split('/')[2];
       url = `${base}/interaction/${uid}/login`;
