@@ -14,13 +14,16 @@ import { ConfigError, loadConfig, type Config } from './config/index.ts';
 import { clientViewRoutes } from './conformance/client-view.ts';
 import { exclusively, migrateToLatest, openDatabase, type Database } from './db/index.ts';
 import { demoParties, type Demo } from './demo/index.ts';
-import { discoveryMetadata, exchangeMiddleware, registerTokenExchange } from './exchange/index.ts';
+import { DEMO_AS_CLIENT } from './demo/seeded.ts';
+import { discoveryMetadata, exchangeRefusals, registerTokenExchange } from './exchange/index.ts';
 import { deleteExpiredPayloads } from './oidc/adapter.ts';
 import { clientAuthErrors } from './oidc/client-auth.ts';
+import { authorizationServerMetadata } from './oidc/discovery.ts';
 import { ProviderHost } from './oidc/host.ts';
 import { interactionRoutes } from './oidc/interactions.ts';
 import { ensureSigningKeys, purgeExpiredKeys } from './oidc/keys.ts';
-import { createRateLimits, purgeExpiredRateLimits } from './web/rate-limits.ts';
+import { createRateLimits, purgeExpiredRateLimits } from './throttle/index.ts';
+import { classify } from './web/errors.ts';
 import { pinOrigin } from './web/origin.ts';
 import { Readiness } from './web/readiness.ts';
 import { securityHeaders } from './web/security.ts';
@@ -114,9 +117,12 @@ export async function startIdjag(config: Config, options: StartOptions = {}): Pr
     app.use(interactions.routes()).use(interactions.allowedMethods());
     // The admin JSON API (bearer tokens, /admin/api) and web UI (admins signed in here, /admin), each with its
     // own body parser on its own routes only.
-    app.use(createAdmin({ db, log, issuer, url, render, provider: () => host.provider, reloadKeys: () => host.refreshKeys() }).middleware);
+    app.use(createAdmin({
+      db, log, issuer, url, render, provider: () => host.provider, reloadKeys: () => host.refreshKeys(), demoAsClientId: demo ? DEMO_AS_CLIENT.clientId : undefined,
+    }).middleware);
     app.use(limits.token.middleware);
-    app.use(exchangeMiddleware({ db, log, errors: config.errors }));
+    app.use(authorizationServerMetadata);
+    app.use(exchangeRefusals({ db, log, errors: config.errors }));
     app.use(clientAuthErrors);
     app.use(host.middleware);
     readiness.serve(app.callback());
@@ -193,21 +199,17 @@ async function ready(ctx: Context, database: Database, host: ProviderHost, readi
   ctx.body = { status: ok ? 'ready' : readiness.phase === 'ready' ? 'unavailable' : readiness.phase, database: reachable, keys };
 }
 
-/** Whatever escapes every other handler becomes a plain 500, logged, with no stack trace on the wire. */
+/** Whatever escapes every other handler is classified like everywhere else (src/web/errors.ts); a fault is logged, no stack trace on the wire. */
 function lastResort(log: Logger) {
   return async (ctx: Context, next: Next) => {
     try {
       await next();
     } catch (err) {
-      const e = err as { status?: number; expose?: boolean; message?: string };
-      if (e.status && e.status < 500 && e.expose) {
-        ctx.status = e.status;
-        ctx.body = { error: 'invalid_request', error_description: e.message };
-        return;
-      }
-      log.error({ err, reqId: ctx.state.requestId }, 'unhandled error');
-      ctx.status = 500;
-      ctx.body = { error: 'server_error', error_description: 'an unexpected error occurred; it has been logged' };
+      const c = classify(err);
+      if (c.fault) log.error({ err, reqId: ctx.state.requestId }, 'unhandled error');
+      ctx.status = c.status;
+      ctx.set(c.headers);
+      ctx.body = { error: c.code, error_description: c.message };
     }
   };
 }

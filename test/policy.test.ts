@@ -15,8 +15,8 @@ const AS = 'as-main';
 const FILES: McpServerFacts = { id: 'mcp-files', resource: 'https://files.example/mcp', enabled: true, scopes: ['read', 'write', 'admin'] };
 const MAIL: McpServerFacts = { id: 'mcp-mail', resource: 'https://mail.example/mcp', enabled: true, scopes: ['read', 'send'] };
 
-const ALICE: PolicyInput['user'] = { sub: 'sub-alice', enabled: true, groups: ['grp-eng', 'grp-staff'] };
-const BOB: PolicyInput['user'] = { sub: 'sub-bob', enabled: true, groups: [] };
+const ALICE: PolicyInput['user'] = { sub: 'sub-alice', groups: ['grp-eng', 'grp-staff'] };
+const BOB: PolicyInput['user'] = { sub: 'sub-bob', groups: [] };
 
 const EVERYONE: Subjects = { kind: 'everyone' };
 const groups = (...names: string[]): Subjects => ({ kind: 'groups', groups: names });
@@ -46,7 +46,7 @@ function rule(id: string, over: Partial<Omit<Rule, 'id'>> = {}): Rule {
  */
 function request(over: Partial<PolicyInput> = {}): PolicyInput {
   const input: PolicyInput = {
-    client: { id: CLIENT, enabled: true },
+    client: { id: CLIENT },
     user: ALICE,
     resourceServer: { id: AS, enabled: true },
     mcpServers: [FILES],
@@ -146,18 +146,8 @@ const cases: Case[] = [
     input: request({ requestedScopes: ['read', 'write', 'admin'] }),
     expected: allowed(['rule-on'], ['read', 'write']),
   },
-  {
-    name: 'a disabled client: unauthorized_client, whatever the rules',
-    rules: [rule('rule-as')],
-    input: request({ client: { id: CLIENT, enabled: false } }),
-    expected: denied('client_disabled', 'unauthorized_client'),
-  },
-  {
-    name: 'a disabled user: invalid_grant, whatever the rules',
-    rules: [rule('rule-as')],
-    input: request({ user: { ...ALICE, enabled: false } }),
-    expected: denied('user_disabled', 'invalid_grant'),
-  },
+  // A disabled client or user never reaches the engine: client authentication and the user check own those
+  // (test/exchange-unit.test.ts), so the engine has no input for them.
   {
     name: 'a disabled Resource AS: invalid_target, whatever the rules',
     rules: [rule('rule-as')],
@@ -177,19 +167,10 @@ const cases: Case[] = [
     expected: denied('resource_disabled', 'invalid_target'),
   },
   {
-    name: 'a disabled client is reported before a disabled user, AS or MCP server',
+    name: 'a disabled Resource AS is reported before a disabled MCP server',
     rules: [rule('rule-as')],
-    input: request({
-      client: { id: CLIENT, enabled: false }, user: { ...ALICE, enabled: false },
-      resourceServer: { id: AS, enabled: false }, mcpServers: [{ ...FILES, enabled: false }],
-    }),
-    expected: denied('client_disabled', 'unauthorized_client'),
-  },
-  {
-    name: 'a disabled user is reported before a disabled AS or MCP server',
-    rules: [rule('rule-as')],
-    input: request({ user: { ...ALICE, enabled: false }, resourceServer: { id: AS, enabled: false }, mcpServers: [{ ...FILES, enabled: false }] }),
-    expected: denied('user_disabled', 'invalid_grant'),
+    input: request({ resourceServer: { id: AS, enabled: false }, mcpServers: [{ ...FILES, enabled: false }] }),
+    expected: denied('audience_disabled', 'invalid_target'),
   },
 
   // --- subjects ---
@@ -543,11 +524,11 @@ describe('decide, as a decision table', () => {
 
   test('the table exercises every deny reason and every error', () => {
     const reasons: Record<DenyReason, number> = {
-      client_disabled: 0, user_disabled: 0, audience_disabled: 0, resource_disabled: 0, no_rule: 0, rule_disabled: 0,
+      audience_disabled: 0, resource_disabled: 0, no_rule: 0, rule_disabled: 0,
       subject_not_allowed: 0, rules_disagree: 0, scope_not_allowed: 0, no_scope_requested: 0, step_up_required: 0,
     };
     const errors: Record<PolicyError, number> = {
-      unauthorized_client: 0, invalid_grant: 0, invalid_target: 0, invalid_scope: 0, insufficient_user_authentication: 0,
+      invalid_target: 0, invalid_scope: 0, insufficient_user_authentication: 0,
     };
     let allows = 0;
     for (const { expected } of cases) {

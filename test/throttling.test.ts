@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { loadConfig } from '../src/config/index.ts';
-import { purgeExpiredRateLimits } from '../src/web/rate-limits.ts';
+import { purgeExpiredRateLimits } from '../src/throttle/index.ts';
 import { ADMIN_CLI } from './helpers/admin.ts';
 import { Browser, csrfFrom, DEMO_AGENT, pkce, REDIRECT_URI, tokenRequest } from './helpers/browser.ts';
 import { exchange } from './helpers/exchange.ts';

@@ -7,14 +7,15 @@ import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { DB } from '../db/index.ts';
 import { AuditExport, AuditPage, exportAudit, getAuditEntry, searchAudit } from './audit-query.ts';
-import { requireAdminToken, type AdminPrincipal } from './auth.ts';
+import { requireAdminToken } from './auth.ts';
 import { ChangeQuery, listChanges, type Actor } from './changes.ts';
 import {
   ClientCreate, ClientFilter, ClientPatch, createClient, deleteClient, getClient, listClients, providerClientValidator,
   rotateClientSecret, setClientDisabled, updateClient,
 } from './clients.ts';
 import { applyDocument, ConfigDocument, exportDocument, substitute } from './document.ts';
-import { AdminError, fromZod, parseInput } from './errors.ts';
+import { parseInput } from './errors.ts';
+import { classify, HttpError } from '../web/errors.ts';
 import { QueryBoolean } from './fields.ts';
 import {
   addMember, createGroup, deleteGroup, getGroup, GroupDoc, GroupPatch, listGroups, MemberInput, MembersInput, removeMember, setMembers, updateGroup,
@@ -52,8 +53,8 @@ const jsonBody = (limit: string) => {
     enableTypes: ['json'], jsonLimit: limit, jsonStrict: true,
     onError(err) {
       const status = (err as { status?: number }).status;
-      throw status === 413 ? new AdminError(413, 'invalid_request', `the body is larger than ${limit}`)
-        : new AdminError(400, 'invalid_request', `the body is not valid JSON: ${err.message}`);
+      throw status === 413 ? new HttpError(413, `the body is larger than ${limit}`, { code: 'invalid_request' })
+        : new HttpError(400, `the body is not valid JSON: ${err.message}`, { code: 'invalid_request' });
     },
   });
   return async (ctx: Context, next: Next) => {
@@ -75,8 +76,8 @@ const input = (ctx: Context): unknown => (ctx.request as { body?: unknown }).bod
 const param = (ctx: Context, name: string): string => (ctx as unknown as { params: Record<string, string> }).params[name]!;
 
 function actor(ctx: Context): Actor {
-  const admin = ctx.state.admin as AdminPrincipal;
-  return { actor: admin.actor, requestId: typeof ctx.state.requestId === 'string' ? ctx.state.requestId : undefined };
+  const admin = ctx.state.admin!;
+  return { actor: admin.actor, requestId: ctx.state.requestId };
 }
 
 function created(ctx: Context, value: unknown): void {
@@ -84,38 +85,17 @@ function created(ctx: Context, value: unknown): void {
   ctx.body = value;
 }
 
-/** Admin errors become their JSON; database constraint races become 409; anything else a logged 500. */
+/** Errors become their JSON (src/web/errors.ts classifies them); a fault is logged and answered without detail. */
 function errorBoundary(log: Logger) {
   return async (ctx: Context, next: Next) => {
     try {
       await next();
     } catch (err) {
-      if (err instanceof AdminError) {
-        ctx.status = err.status;
-        ctx.body = { error: err.code, error_description: err.message, ...(err.issues.length ? { issues: err.issues } : {}) };
-        return;
-      }
-      if (err instanceof z.ZodError) {
-        const e = fromZod(err);
-        ctx.status = 400;
-        ctx.body = { error: e.code, error_description: e.message, issues: e.issues };
-        return;
-      }
-      const e = err as { status?: number; expose?: boolean; message?: string; code?: string };
-      if (e.status && e.status < 500 && e.expose) {
-        ctx.status = e.status;
-        ctx.body = { error: 'invalid_request', error_description: e.message };
-        return;
-      }
-      // SQLite and PostgreSQL unique/foreign-key violations: two admins raced for the same key.
-      if (typeof e.code === 'string' && (e.code.startsWith('SQLITE_CONSTRAINT') || e.code === '23505' || e.code === '23503')) {
-        ctx.status = 409;
-        ctx.body = { error: 'conflict', error_description: 'the change conflicts with one made at the same time; reload and retry' };
-        return;
-      }
-      log.error({ err, reqId: ctx.state.requestId }, 'admin API request failed');
-      ctx.status = 500;
-      ctx.body = { error: 'server_error', error_description: 'an unexpected error occurred; it has been logged' };
+      const c = classify(err);
+      if (c.fault) log.error({ err, reqId: ctx.state.requestId }, 'admin API request failed');
+      ctx.status = c.status;
+      ctx.set(c.headers);
+      ctx.body = { error: c.code, error_description: c.message, ...(c.issues.length ? { issues: c.issues } : {}) };
     }
   };
 }
@@ -126,7 +106,7 @@ function routes(deps: AdminApiDeps): Router {
   const r = new Router({ prefix: ADMIN_API_PREFIX });
 
   r.get('/whoami', (ctx) => {
-    const admin = ctx.state.admin as AdminPrincipal;
+    const admin = ctx.state.admin!;
     ctx.body = { actor: admin.actor, client_id: admin.clientId, scope: admin.scopes.join(' '), expires_at: admin.expiresAt === undefined ? null : new Date(admin.expiresAt * 1000).toISOString() };
   });
 

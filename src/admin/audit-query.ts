@@ -1,9 +1,10 @@
 import { sql } from 'kysely';
 import { z } from 'zod';
-import { AUDIT_RESOURCES_INDEXED } from '../../migrations/0008_audit_resources_index.ts';
+import { decodeChecks, decodeResources, decodeRuleIds, encodeResources, failedCheck, RESOURCES_INDEXED_MAX } from '../audit/codec.ts';
 import type { DB } from '../db/index.ts';
+import { subsOf } from '../db/users.ts';
 import type { AuditDecision, AuditLogTable } from '../db/schema.ts';
-import { CHECKS_BY_NAME, type CheckRecord } from '../exchange/checks.ts';
+import { describeChecks } from '../exchange/checks.ts';
 import { decodeCursor, encodeCursor } from './changes.ts';
 import { invalid, NotFound } from './errors.ts';
 import { findRule, type RuleView } from './rules.ts';
@@ -97,13 +98,12 @@ export interface AuditEntry extends AuditSummary {
 const SUMMARY_COLUMNS = ['id', 'at', 'decision', 'reason', 'error', 'client_id', 'sub', 'username', 'audience', 'resources',
   'scopes_requested', 'scopes_granted', 'rule_id', 'explanation'] as const;
 
-/** The `resources` column exactly as the exchange writes it for a one-resource request (src/audit/index.ts). */
-const oneResource = (resource: string) => JSON.stringify([resource.slice(0, 2048)]);
+/** The `resources` column exactly as the audit log writes it for a one-resource request. */
+const oneResource = (resource: string) => encodeResources([resource])!;
 
 /** A username becomes the user's sub (the indexed column); anything else is taken as a sub. */
 async function subFor(db: DB, user: string): Promise<string> {
-  const row = await db.selectFrom('users').select('sub').where('username', '=', user).executeTakeFirst();
-  return row?.sub ?? user;
+  return (await subsOf(db, [user]))[0]?.sub ?? user;
 }
 
 /**
@@ -119,7 +119,7 @@ export async function auditQuery(db: DB, f: AuditFilter, after?: { at: number; i
     const resources = oneResource(f.resource);
     q = q.where('resources', '=', resources);
     // the partial index's own condition, word for word, so the planner may use it (longer values are not in it)
-    if (resources.length <= AUDIT_RESOURCES_INDEXED) q = q.where(sql<boolean>`length(${sql.ref('resources')}) <= ${sql.lit(AUDIT_RESOURCES_INDEXED)}`);
+    if (resources.length <= RESOURCES_INDEXED_MAX) q = q.where(sql<boolean>`length(${sql.ref('resources')}) <= ${sql.lit(RESOURCES_INDEXED_MAX)}`);
   }
   if (f.reason !== undefined) q = q.where('reason', '=', f.reason);
   if (f.from !== undefined) q = q.where('at', '>=', f.from);
@@ -130,7 +130,7 @@ export async function auditQuery(db: DB, f: AuditFilter, after?: { at: number; i
   return q.orderBy('at', 'desc').orderBy('id', 'desc');
 }
 
-const list = (json: string | null): string[] | null => (json === null ? null : JSON.parse(json) as string[]);
+const list = (stored: string | null): string[] | null => (stored === null ? null : decodeResources(stored));
 
 function toSummary(r: Pick<AuditLogTable, (typeof SUMMARY_COLUMNS)[number]>): AuditSummary {
   return {
@@ -146,7 +146,7 @@ function toSummary(r: Pick<AuditLogTable, (typeof SUMMARY_COLUMNS)[number]>): Au
     resources: list(r.resources),
     scopes_requested: r.scopes_requested,
     scopes_granted: r.scopes_granted,
-    rule_ids: r.rule_id ? r.rule_id.split(',') : [],
+    rule_ids: decodeRuleIds(r.rule_id),
     explanation: r.explanation,
   };
 }
@@ -164,12 +164,7 @@ export async function searchAudit(db: DB, p: AuditPage): Promise<{ items: AuditS
   return { items: page.map(toSummary), next_cursor: rows.length > p.limit && last ? encodeCursor(last.at, last.id) : null };
 }
 
-function expandChecks(json: string): AuditCheck[] {
-  return (JSON.parse(json) as CheckRecord[]).map((c) => {
-    const def = CHECKS_BY_NAME.get(c.name);
-    return { ...c, ...(def ? { section: def.section, error: def.error } : {}) };
-  });
-}
+const expandChecks = (stored: string): AuditCheck[] => describeChecks(decodeChecks(stored));
 
 /** One decision with everything it recorded: each check (passed, failed, not reached) and the rules it named. */
 export async function getAuditEntry(db: DB, id: string): Promise<AuditEntry> {
@@ -224,7 +219,7 @@ export function csvCell(value: unknown): string {
 }
 
 export function csvLine(r: AuditLogTable): string {
-  const failed = (JSON.parse(r.checks) as CheckRecord[]).find((c) => c.status === 'failed')?.name;
+  const failed = failedCheck(decodeChecks(r.checks));
   const cells: Record<(typeof CSV_COLUMNS)[number], unknown> = {
     id: r.id,
     time: new Date(r.at).toISOString(),
@@ -238,7 +233,7 @@ export function csvLine(r: AuditLogTable): string {
     resources: list(r.resources)?.join(' '),
     scopes_requested: r.scopes_requested,
     scopes_granted: r.scopes_granted,
-    rule_ids: r.rule_id?.split(',').join(' '),
+    rule_ids: decodeRuleIds(r.rule_id).join(' '),
     failed_check: failed,
     jti: r.jti,
     subject_token_type: r.subject_token_type,
@@ -255,8 +250,8 @@ export function jsonLine(r: AuditLogTable): string {
     ...r,
     time: new Date(r.at).toISOString(),
     resources: list(r.resources),
-    rule_ids: r.rule_id ? r.rule_id.split(',') : [],
-    checks: JSON.parse(r.checks) as CheckRecord[],
+    rule_ids: decodeRuleIds(r.rule_id),
+    checks: decodeChecks(r.checks),
   })}\n`;
 }
 

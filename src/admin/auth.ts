@@ -71,3 +71,10 @@ export function requireAdminToken(provider: () => Provider) {
     return next();
   };
 }
+
+declare module 'koa' {
+  interface DefaultState {
+    /** the admin API's caller, once requireAdminToken has let it through */
+    admin?: AdminPrincipal;
+  }
+}

@@ -1,25 +1,17 @@
 import type { z } from 'zod';
+import { HttpError, type Issue } from '../web/errors.ts';
+
+export type { Issue } from '../web/errors.ts';
 
 /**
  * What the admin layer refuses, as data: a status, an OAuth-style error code, and the offending fields. The
- * JSON API serialises it as is; the HTML UI will put each message next to its field.
+ * JSON API serialises it as is; the HTML UI puts each message next to its field. Every boundary classifies it
+ * with the rest (src/web/errors.ts).
  */
-export interface Issue {
-  /** where in the input: field names and array indexes; empty for the input as a whole */
-  path: (string | number)[];
-  message: string;
-}
-
-export class AdminError extends Error {
-  readonly status: number;
-  readonly code: string;
-  readonly issues: Issue[];
-
+export class AdminError extends HttpError {
   constructor(status: number, code: string, message: string, issues: Issue[] = []) {
-    super(message);
-    this.status = status;
-    this.code = code;
-    this.issues = issues;
+    super(status, message, { code, issues });
+    this.name = 'AdminError';
   }
 }
 

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { now, type DB } from '../db/index.ts';
+import { subsOf } from '../db/users.ts';
 import { diff, recordChanges, type Actor } from './changes.ts';
 import { Conflict, InvalidInput, NotFound, invalid } from './errors.ts';
 import { Description, GroupName, Username } from './fields.ts';
@@ -120,7 +121,7 @@ export async function setMembers(db: DB, group: string, usernames: string[], by:
   return db.transaction().execute(async (trx) => {
     const { members: current } = await getGroup(trx, group);
     const wanted = [...new Set(usernames)];
-    const known = new Set((wanted.length ? await trx.selectFrom('users').select('username').where('username', 'in', wanted).execute() : []).map((u) => u.username));
+    const known = new Set((await subsOf(trx, wanted)).map((u) => u.username));
     const issues = usernames.flatMap((u, i) => (known.has(u) ? [] : [{ path: ['usernames', i], message: `unknown user ${u}` }]));
     if (issues.length) throw new InvalidInput(issues);
     for (const u of wanted.filter((x) => !current.includes(x))) await setMembership(trx, u, group, true, by);

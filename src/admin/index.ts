@@ -14,6 +14,8 @@ export interface AdminDeps extends AdminApiDeps {
   render?: Render;
   /** where this node answers HTTP itself (the UI's sign-in calls its own token endpoint there); default the issuer */
   url?: string;
+  /** when this node serves the demo parties: the demo agent's client id at the demo Resource AS */
+  demoAsClientId?: string | undefined;
 }
 
 export { ADMIN_API_PREFIX, ADMIN_UI_PREFIX };

@@ -3,7 +3,9 @@ import { sql } from 'kysely';
 import { z } from 'zod';
 import { now, type DB } from '../db/index.ts';
 import type { PolicyRulesTable, SubjectKind } from '../db/schema.ts';
-import { findResourceServer } from '../exchange/target.ts';
+import { findResourceServer } from '../db/catalog.ts';
+import { findClientRow } from '../db/clients.ts';
+import { subsOf, usernamesOf } from '../db/users.ts';
 import { MAX_LIFETIME } from '../policy/index.ts';
 import { diff, recordChanges, type Actor, type Change } from './changes.ts';
 import { InvalidInput, NotFound, invalid, parseInput, type Issue } from './errors.ts';
@@ -117,7 +119,7 @@ type RuleFields = Omit<PolicyRulesTable, 'id' | 'created_at' | 'updated_at' | 'c
 export async function resolveRule(db: DB, r: RuleDoc, path: (string | number)[] = [], selfId?: string): Promise<RuleFields> {
   const issues: Issue[] = [];
   const at = (...p: (string | number)[]) => [...path, ...p];
-  const client = await db.selectFrom('clients').select('client_id').where('client_id', '=', r.client_id).executeTakeFirst();
+  const client = await findClientRow(db, r.client_id);
   if (!client) issues.push({ path: at('client_id'), message: `unknown client ${r.client_id}` });
 
   const rs = await findResourceServer(db, r.audience);
@@ -141,7 +143,7 @@ export async function resolveRule(db: DB, r: RuleDoc, path: (string | number)[] 
   let subjects: string[] = [];
   if (r.who !== 'everyone' && 'users' in r.who) {
     subjectKind = 'users';
-    const users = await db.selectFrom('users').select(['sub', 'username']).where('username', 'in', r.who.users).execute();
+    const users = await subsOf(db, r.who.users);
     r.who.users.forEach((u, i) => {
       if (!users.some((x) => x.username === u)) issues.push({ path: at('who', 'users', i), message: `unknown user ${u}` });
     });
@@ -198,7 +200,7 @@ async function toViews(db: DB, rows: PolicyRulesTable[]): Promise<RuleView[]> {
   const subs = [...new Set(rows.filter((r) => r.subject_kind === 'users').flatMap((r) => JSON.parse(r.subjects) as string[]))];
   const issuers = new Map((await db.selectFrom('resource_servers').select(['id', 'issuer']).where('id', 'in', rsIds).execute()).map((x) => [x.id, x.issuer]));
   const resources = new Map(mcpIds.length ? (await db.selectFrom('mcp_servers').select(['id', 'resource']).where('id', 'in', mcpIds).execute()).map((x) => [x.id, x.resource]) : []);
-  const usernames = new Map(subs.length ? (await db.selectFrom('users').select(['sub', 'username']).where('sub', 'in', subs).execute()).map((x) => [x.sub, x.username]) : []);
+  const usernames = await usernamesOf(db, subs);
   return rows.map((row) => {
     const list = JSON.parse(row.subjects) as string[];
     // A subject whose user is gone stays visible by sub: an import of it then fails loudly instead of

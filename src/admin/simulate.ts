@@ -1,23 +1,23 @@
 import { z } from 'zod';
+import { findClientRow } from '../db/clients.ts';
 import { now as nowSeconds, type DB } from '../db/index.ts';
+import { findUserByName } from '../db/users.ts';
 import type { AuditDecision } from '../db/schema.ts';
-import { CHECKS_BY_NAME, CheckList, DECISION_CHECKS, ExchangeRejection, type CheckDef } from '../exchange/checks.ts';
-import { TOKEN_EXCHANGE } from '../exchange/request.ts';
-import { loadRules, resolveTarget } from '../exchange/target.ts';
-import { groupsOf } from '../oidc/accounts.ts';
-import { decide, type DenyReason } from '../policy/index.ts';
+import { runExchange, type ExchangeResult } from '../exchange/pipeline.ts';
+import type { CheckResult } from '../exchange/checks.ts';
+import { previewMinter } from '../exchange/mint.ts';
+import { databasePorts } from '../exchange/ports.ts';
+import { ID_JAG, ID_TOKEN, TOKEN_EXCHANGE, type ExchangeInput } from '../exchange/request.ts';
+import { assumedSubject } from '../exchange/subject.ts';
 import type { AuditCheck } from './audit-query.ts';
 import { invalid } from './errors.ts';
 import { Scope } from './fields.ts';
 
 /**
- * "What if": the decision the token endpoint would make for this client, user, audience, resources and
- * scopes, from the same target resolution (src/exchange/target.ts) and the same policy engine
- * (src/policy decide()), reported as the same named checks. Nothing is minted and nothing is written: no
- * audit row, no change.
- *
- * What it cannot see is the subject token: it assumes a valid ID Token of this user, issued to this client,
- * from a login `auth_age` seconds ago.
+ * "What if": the token endpoint's decision for this client, user, audience, resources and scopes, made by the
+ * very pipeline the token endpoint runs (src/exchange/pipeline.ts), with two ports swapped: the subject is
+ * assumed (a valid ID Token of this user, issued to this client, from a login `auth_age` seconds ago) and
+ * the minter only previews. Nothing is signed and nothing is written: no audit row, no change.
  */
 
 const OneOrMany = z.union([z.string().min(1).max(2048), z.array(z.string().min(1).max(2048)).max(20)]);
@@ -55,105 +55,73 @@ export interface SimulationResult {
   assumptions: string[];
 }
 
-const CLIENT_CHECKS = ['client_authentication', 'confidential_client', 'grant_type_allowed'].map((n) => CHECKS_BY_NAME.get(n)!);
-const SIMULATED_CHECKS: CheckDef[] = [...CLIENT_CHECKS, ...DECISION_CHECKS.filter((d) => d.name !== 'issue')];
-
-/** Which check a policy denial fails, and which ones the engine passed before it (as the token endpoint files them). */
-function failingCheck(reason: DenyReason): { check: string; passed: string[] } {
-  switch (reason) {
-    case 'user_disabled': return { check: 'user', passed: [] };
-    case 'audience_disabled': return { check: 'audience', passed: [] };
-    case 'resource_disabled': return { check: 'resource', passed: [] };
-    case 'scope_not_allowed':
-    case 'no_scope_requested': return { check: 'scope', passed: ['policy'] };
-    case 'step_up_required': return { check: 'step_up', passed: ['policy', 'scope'] };
-    default: return { check: 'policy', passed: [] };
-  }
-}
+/** The checks a simulation reports: those about the client and the decision (a simulated request is well-formed). */
+const REPORTED = new Set(['client_authentication', 'confidential_client', 'grant_type_allowed', 'user', 'audience', 'resource', 'policy', 'scope', 'step_up']);
 
 const asList = (v: string | string[] | undefined): string[] => (v === undefined ? [] : [v].flat());
 
-export async function simulate(db: DB, input: SimulationInput, at = nowSeconds()): Promise<SimulationResult> {
-  const client = await db.selectFrom('clients').select(['client_id', 'metadata', 'disabled']).where('client_id', '=', input.client_id).executeTakeFirst();
+const auditCheck = ({ name, status, message, section, error }: CheckResult): AuditCheck =>
+  ({ name, status, ...(message === undefined ? {} : { message }), section, error });
+
+/** The token request a client would send for this simulation. */
+async function simulatedInput(db: DB, input: SimulationInput): Promise<{ exchange: ExchangeInput; sub: string; username: string }> {
+  const client = await findClientRow(db, input.client_id);
   if (!client) throw invalid(['client_id'], `unknown client ${input.client_id}`);
-  const user = await db.selectFrom('users').select(['sub', 'username', 'disabled'])
-    .where((eb) => eb.or([eb('username', '=', input.user), eb('sub', '=', input.user)])).executeTakeFirst();
+  const user = await findUserByName(db, input.user);
   if (!user) throw invalid(['user'], `unknown user ${input.user}`);
-
   const metadata = JSON.parse(client.metadata) as { token_endpoint_auth_method?: string; grant_types?: string[] };
-  const resources = [...new Set(asList(input.resource))];
-  const scopes = typeof input.scope === 'string' ? [...new Set(input.scope.split(' ').filter(Boolean))] : input.scope && [...new Set(input.scope)];
-  const checks: CheckList = new CheckList(SIMULATED_CHECKS);
-  const base = {
-    checks: [] as AuditCheck[],
-    assumptions: [
-      `a valid ID Token of ${user.username}, issued to ${client.client_id}, is the subject token`,
-      `the user signed in ${input.auth_age} s ago`,
-    ],
-  };
-  const finish = (r: Omit<SimulationResult, 'checks' | 'assumptions'>): SimulationResult =>
-    ({ ...r, ...base, checks: checks.results.map(({ name, status, message, section, error }) => ({ name, status, ...(message === undefined ? {} : { message }), section, error })) });
-
-  let denyingRules: string[] = [];
-  try {
-    checks.require('client_authentication', !client.disabled, `client ${client.client_id} is disabled, so it cannot authenticate`, { error: 'invalid_client', reason: 'client_disabled' });
-    const method = metadata.token_endpoint_auth_method ?? 'client_secret_basic';
-    checks.require('confidential_client', method !== 'none',
-      `client ${client.client_id} is a public client; only confidential clients may use token exchange for an ID-JAG`);
-    checks.require('grant_type_allowed', metadata.grant_types?.includes(TOKEN_EXCHANGE) === true,
-      `client ${client.client_id} is not registered for the grant type ${TOKEN_EXCHANGE}`);
-    if (user.disabled) checks.fail('user', 'the subject token\'s user is disabled', { explanation: `user ${user.username} (${user.sub}) is disabled`, reason: 'user_disabled' });
-    checks.pass('user', user.username);
-
-    const target = await resolveTarget(db, checks, input.audience, resources);
-    const rules = await loadRules(db, client.client_id, target.resourceServer.id);
-    const decision = decide({
-      client: { id: client.client_id, enabled: true },
-      user: { sub: user.sub, enabled: true, groups: await groupsOf(db, user.sub) },
-      resourceServer: target.resourceServer,
-      mcpServers: target.mcpServers,
-      ...(scopes?.length ? { requestedScopes: scopes } : {}),
-      authTime: at - input.auth_age,
-      now: at,
-    }, rules);
-    if (!decision.allow) {
-      denyingRules = decision.ruleIds;
-      const { check, passed } = failingCheck(decision.reason);
-      for (const name of passed) checks.pass(name);
-      checks.fail(check, decision.description, {
-        explanation: decision.explanation, reason: decision.reason, error: decision.error,
-        ...(decision.maxAge === undefined ? {} : { maxAge: decision.maxAge }),
-      });
-    }
-    checks.pass('policy', decision.explanation);
-    checks.pass('scope', decision.scopes.join(' '));
-    checks.pass('step_up');
-    return finish({
-      decision: 'issued',
-      reason: 'issued',
-      explanation: decision.explanation,
-      scopes: decision.scopes,
-      rule_ids: decision.ruleIds,
-      id_jag: {
-        aud: target.resourceServer.issuer,
-        client_id: decision.rsClientId,
-        sub: user.sub,
-        ...(resources.length === 1 ? { resource: resources[0]! } : resources.length > 1 ? { resource: resources } : {}),
-        scope: decision.scopes.join(' '),
-        expires_in: decision.lifetime,
+  const scope = typeof input.scope === 'string' ? input.scope.split(' ').filter(Boolean) : input.scope ?? [];
+  return {
+    sub: user.sub,
+    username: user.username,
+    exchange: {
+      client: { id: client.client_id, authMethod: metadata.token_endpoint_auth_method ?? 'client_secret_basic', grantTypes: metadata.grant_types ?? [], enabled: !client.disabled },
+      params: {
+        grant_type: TOKEN_EXCHANGE, requested_token_type: ID_JAG, subject_token_type: ID_TOKEN, subject_token: '(assumed)',
+        audience: input.audience, resource: [...new Set(asList(input.resource))], ...(scope.length ? { scope: [...new Set(scope)].join(' ') } : {}),
       },
-    });
-  } catch (err) {
-    if (!(err instanceof ExchangeRejection)) throw err;
-    return finish({
-      decision: 'denied',
-      reason: err.reason,
-      explanation: err.explanation,
-      error: err.error,
-      error_description: err.description,
-      ...(err.maxAge === undefined ? {} : { max_age: err.maxAge }),
-      scopes: [],
-      rule_ids: denyingRules,
-    });
+      credentialsInBody: false,
+    },
+  };
+}
+
+/** The pipeline's result as the simulator reports it. */
+function report(result: ExchangeResult, assumptions: string[]): SimulationResult {
+  const checks = result.checks.results.filter((c) => REPORTED.has(c.name)).map(auditCheck);
+  const { outcome } = result;
+  if (outcome.kind === 'failed') throw outcome.error;
+  if (outcome.kind === 'denied') {
+    const r = outcome.rejection;
+    return {
+      decision: 'denied', reason: r.reason, explanation: r.explanation, error: r.error, error_description: r.description,
+      ...(r.maxAge === undefined ? {} : { max_age: r.maxAge }),
+      scopes: [], rule_ids: r.ruleIds, checks, assumptions,
+    };
   }
+  const { claims, decision, minted } = outcome;
+  return {
+    decision: 'issued', reason: 'issued', explanation: decision.explanation, scopes: decision.scopes, rule_ids: decision.ruleIds,
+    id_jag: {
+      aud: claims.aud, client_id: claims.client_id, sub: claims.sub,
+      ...(claims.resource === undefined ? {} : { resource: claims.resource }),
+      scope: decision.scopes.join(' '), expires_in: minted.exp - minted.iat,
+    },
+    checks, assumptions,
+  };
+}
+
+export async function simulate(db: DB, input: SimulationInput, at = nowSeconds()): Promise<SimulationResult> {
+  const { exchange, sub, username } = await simulatedInput(db, input);
+  const result = await runExchange(exchange, {
+    ...databasePorts(db),
+    subjects: assumedSubject(sub, at - input.auth_age),
+    minter: previewMinter,
+    // the issuer does not change a decision; the preview names no issuer
+    issuer: '',
+    clock: () => at,
+  });
+  return report(result, [
+    `a valid ID Token of ${username}, issued to ${exchange.client.id}, is the subject token`,
+    `the user signed in ${input.auth_age} s ago`,
+  ]);
 }

@@ -2,6 +2,9 @@ import { randomBytes } from 'node:crypto';
 import type { DB, Schema } from '../db/index.ts';
 import { prepared } from '../db/prepared.ts';
 import type { AuditDecision, AuditLogTable } from '../db/schema.ts';
+import { encodeChecks, encodeResources, encodeRuleIds, encodeWarnings, text, type CheckRecord, type WarningRecord } from './codec.ts';
+
+export * from './codec.ts';
 
 /**
  * UUIDv7 (RFC 9562 §5.7): 48 bits of milliseconds, then random bits. Ids sort by time, so (at, id) is a
@@ -36,8 +39,8 @@ export interface DecisionRecord {
   ip?: string | undefined;
   userAgent?: string | undefined;
   durationMs?: number | undefined;
-  checks: readonly unknown[];
-  warnings?: readonly unknown[] | undefined;
+  checks: readonly CheckRecord[];
+  warnings?: readonly WarningRecord[] | undefined;
 }
 
 // Every column, checked by the compiler against the table type: a new column cannot be forgotten here.
@@ -50,15 +53,12 @@ const AUDIT_COLUMNS = Object.keys({
 const insertDecision = prepared<Schema, AuditLogTable, never>((db, p) =>
   db.insertInto('audit_log').values(Object.fromEntries(AUDIT_COLUMNS.map((c) => [c, p(c)])) as unknown as AuditLogTable));
 
-/** A request-supplied string as stored: bounded, so a hostile request cannot bloat a log row. */
-export const text = (v: string | undefined, max = 2048): string | null => (v === undefined ? null : v.slice(0, max));
-const list = (v: string[] | undefined): string | null => (v === undefined ? null : JSON.stringify(v.map((s) => s.slice(0, 2048))));
-
 /**
- * Appends one decision to the audit log. Request-supplied strings are stored truncated (they are the
- * client's words, bounded so a hostile request cannot bloat the log); tokens are never passed in here.
+ * Appends one decision to the audit log: every row, issued, denied or failed, whoever refused the request
+ * (the grant, the provider before it, a rate limit), is written here. Request-supplied strings are stored
+ * bounded (codec.ts); tokens are never passed in here.
  */
-export async function recordDecision(db: DB, r: DecisionRecord, at = Date.now()): Promise<string> {
+export async function recordOutcome(db: DB, r: DecisionRecord, at = Date.now()): Promise<string> {
   const id = uuidv7(at);
   const row: AuditLogTable = {
     id,
@@ -72,18 +72,18 @@ export async function recordDecision(db: DB, r: DecisionRecord, at = Date.now())
     sub: text(r.sub, 255),
     username: text(r.username, 255),
     audience: text(r.audience),
-    resources: list(r.resources),
+    resources: encodeResources(r.resources),
     scopes_requested: r.scopesRequested?.length ? r.scopesRequested.join(' ').slice(0, 2048) : null,
     scopes_granted: r.scopesGranted?.length ? r.scopesGranted.join(' ') : null,
-    rule_id: r.ruleIds?.length ? r.ruleIds.join(',') : null,
+    rule_id: encodeRuleIds(r.ruleIds),
     jti: r.jti ?? null,
     exp: r.exp ?? null,
     subject_token_type: text(r.subjectTokenType, 255),
     ip: text(r.ip, 64),
     user_agent: text(r.userAgent, 512),
     duration_ms: r.durationMs === undefined ? null : Math.round(r.durationMs * 1000) / 1000,
-    checks: JSON.stringify(r.checks),
-    warnings: r.warnings?.length ? JSON.stringify(r.warnings) : null,
+    checks: encodeChecks(r.checks),
+    warnings: encodeWarnings(r.warnings),
   };
   await insertDecision(db, row);
   return id;

@@ -1,7 +1,10 @@
 import Router from '@koa/router';
 import type { Context } from 'koa';
+import { findClientRow } from '../db/clients.ts';
 import type { DB } from '../db/index.ts';
-import { CHECKS_BY_NAME, type CheckRecord } from '../exchange/checks.ts';
+import type { AuditLogTable } from '../db/schema.ts';
+import { decodeChecks, decodeResources, decodeWarnings, failedCheck } from '../audit/codec.ts';
+import { describeChecks } from '../exchange/checks.ts';
 import type { ClientAuthGate } from '../oidc/client-auth.ts';
 import { VerifiedSecretCache, verifyAgainstNothing } from '../oidc/secrets.ts';
 import { basicCredentials } from '../web/basic-auth.ts';
@@ -30,7 +33,7 @@ async function authenticate(db: DB, ctx: Context, throttle: ClientAuthGate | und
   if (!creds || creds.secret === '') return { status: 401, message: 'authenticate with your client id and secret (HTTP Basic, as at the token endpoint)' };
   const verdict = await throttle?.admit(ctx.ip, creds.id);
   if (verdict && !verdict.allowed) return { status: 429, message: verdict.description, retryAfter: verdict.retryAfter };
-  const row = await db.selectFrom('clients').select(['secret_hash', 'disabled']).where('client_id', '=', creds.id).executeTakeFirst();
+  const row = await findClientRow(db, creds.id);
   const ok = row && !row.disabled && row.secret_hash ? await verified.verify(creds.secret, row.secret_hash) : await verifyAgainstNothing(creds.secret);
   if (!ok) {
     await throttle?.failed(ctx.ip, creds.id);
@@ -57,21 +60,19 @@ export interface Attempt {
   warnings: { code: string; message: string; section: string }[];
 }
 
-interface AttemptRow {
-  id: string; at: number; decision: string; error: string | null; subject_token_type: string | null; sub: string | null;
-  audience: string | null; resources: string | null; scopes_requested: string | null; scopes_granted: string | null;
-  jti: string | null; checks: string; warnings: string | null;
-}
+const ATTEMPT_COLUMNS = ['id', 'at', 'decision', 'error', 'subject_token_type', 'sub', 'audience', 'resources', 'scopes_requested', 'scopes_granted', 'jti', 'checks', 'warnings'] as const;
+type AttemptRow = Pick<AuditLogTable, (typeof ATTEMPT_COLUMNS)[number]>;
 
 /**
  * What a client may see of its own attempts: the checks and their client-facing messages, the warnings.
  * Not the admin's explanations, rule ids or anything else that would disclose policy (draft §9.4).
  */
 function toAttempt(row: AttemptRow): Attempt {
-  const checks = (JSON.parse(row.checks) as CheckRecord[]).map((c) => ({
-    name: c.name, status: c.status, section: CHECKS_BY_NAME.get(c.name)?.section ?? '', ...(c.message === undefined ? {} : { message: c.message }),
+  const checks = describeChecks(decodeChecks(row.checks)).map((c) => ({
+    name: c.name, status: c.status, section: c.section ?? '', ...(c.message === undefined ? {} : { message: c.message }),
   }));
-  const failed = checks.find((c) => c.status === 'failed');
+  const failedName = failedCheck(checks);
+  const failed = checks.find((c) => c.name === failedName);
   return {
     id: row.id,
     at: new Date(row.at).toISOString(),
@@ -82,18 +83,18 @@ function toAttempt(row: AttemptRow): Attempt {
     subject_token_type: row.subject_token_type,
     sub: row.sub,
     audience: row.audience,
-    resources: row.resources ? JSON.parse(row.resources) as string[] : [],
+    resources: decodeResources(row.resources),
     scopes_requested: row.scopes_requested,
     scopes_granted: row.scopes_granted,
     jti: row.jti,
     checks,
-    warnings: row.warnings ? JSON.parse(row.warnings) as Attempt['warnings'] : [],
+    warnings: decodeWarnings(row.warnings),
   };
 }
 
 export async function recentAttempts(db: DB, clientId: string, limit = DEFAULT_LIMIT): Promise<Attempt[]> {
   const rows = await db.selectFrom('audit_log')
-    .select(['id', 'at', 'decision', 'error', 'subject_token_type', 'sub', 'audience', 'resources', 'scopes_requested', 'scopes_granted', 'jti', 'checks', 'warnings'])
+    .select(ATTEMPT_COLUMNS)
     .where('client_id', '=', clientId).orderBy('at', 'desc').orderBy('id', 'desc').limit(limit).execute();
   return rows.map(toAttempt);
 }

@@ -4,7 +4,9 @@
  * view of a decision read this one list.
  */
 
-export type CheckStatus = 'passed' | 'failed' | 'not_reached';
+import type { CheckRecord, CheckStatus } from '../audit/codec.ts';
+
+export type { CheckRecord, CheckStatus } from '../audit/codec.ts';
 
 export interface CheckDef {
   name: string;
@@ -86,7 +88,7 @@ export const DECISION_CHECKS: CheckDef[] = [
 ];
 
 /**
- * The token endpoint's rate limit (src/web/rate-limits.ts): not a check of the exchange itself, but a refusal
+ * The token endpoint's rate limit (src/throttle/index.ts): not a check of the exchange itself, but a refusal
  * after client authentication and before the grant, recorded (reason `rate_limit`) like the others.
  */
 export const RATE_LIMIT_CHECK: CheckDef = def('rate_limit', 'RFC 6585 §4 (429 Too Many Requests); RFC 9110 §10.2.3 (Retry-After)', 'temporarily_unavailable');
@@ -96,12 +98,12 @@ export const CHECKS_BY_NAME: ReadonlyMap<string, CheckDef> = new Map(
   [...REQUEST_CHECKS, ...ID_TOKEN_CHECKS, ...REFRESH_TOKEN_CHECKS, ...DECISION_CHECKS, RATE_LIMIT_CHECK, ...RETIRED_CHECKS].map((d) => [d.name, d]),
 );
 
-/** What the audit row keeps of a check: what varies from one request to the next. */
-export interface CheckRecord {
-  name: string;
-  status: CheckStatus;
-  message?: string;
-  explanation?: string;
+/** Stored checks with what follows from their names: the section behind each and the error its failure answers. */
+export function describeChecks(records: readonly CheckRecord[]): (CheckRecord & Partial<Pick<CheckDef, 'section' | 'error'>>)[] {
+  return records.map((c) => {
+    const def = CHECKS_BY_NAME.get(c.name);
+    return { ...c, ...(def ? { section: def.section, error: def.error } : {}) };
+  });
 }
 
 /** How much an error_description says: everything that helps fix the request, or a terse line for production. */
@@ -130,7 +132,15 @@ export function describeFailure(detail: ErrorDetail, error: ExchangeErrorCode, c
     : `${description} (failed check: ${check}${def ? `; ${def.section}` : ''})`;
 }
 
-/** A failed check, thrown out of the steps and caught once, at the grant. */
+export interface RejectionOptions {
+  explanation?: string;
+  reason?: string;
+  error?: ExchangeErrorCode;
+  ruleIds?: string[];
+  maxAge?: number;
+}
+
+/** A failed check, thrown out of the steps and caught once, by the pipeline. */
 export class ExchangeRejection extends Error {
   readonly check: string;
   readonly error: ExchangeErrorCode;
@@ -139,15 +149,18 @@ export class ExchangeRejection extends Error {
   /** what the audit log is told (may name policy) */
   readonly explanation: string;
   readonly reason: string;
+  /** the rules a policy denial names (for the audit row) */
+  readonly ruleIds: string[];
   readonly maxAge?: number;
 
-  constructor(check: CheckDef, description: string, opts: { explanation?: string; reason?: string; error?: ExchangeErrorCode; maxAge?: number } = {}) {
+  constructor(check: CheckDef, description: string, opts: RejectionOptions = {}) {
     super(description);
     this.check = check.name;
     this.error = opts.error ?? check.error;
     this.description = description;
     this.explanation = opts.explanation ?? description;
     this.reason = opts.reason ?? check.name;
+    this.ruleIds = opts.ruleIds ?? [];
     if (opts.maxAge !== undefined) this.maxAge = opts.maxAge;
   }
 }
@@ -171,17 +184,22 @@ export class CheckList {
     if (explanation !== undefined && explanation !== message) r.explanation = explanation;
   }
 
-  /** Marks the check failed and throws the rejection the grant answers with. */
-  fail(name: string, description: string, opts: ConstructorParameters<typeof ExchangeRejection>[2] = {}): never {
+  /** Marks the check failed; returns the rejection it makes (for a refusal already answered elsewhere). */
+  failed(name: string, description: string, opts: RejectionOptions = {}): ExchangeRejection {
     const r = this.#get(name);
     r.status = 'failed';
     r.message = description;
     if (opts.explanation !== undefined && opts.explanation !== description) r.explanation = opts.explanation;
-    throw new ExchangeRejection(r, description, opts);
+    return new ExchangeRejection(r, description, opts);
+  }
+
+  /** Marks the check failed and throws the rejection: the pipeline's steps stop here. */
+  fail(name: string, description: string, opts: RejectionOptions = {}): never {
+    throw this.failed(name, description, opts);
   }
 
   /** Runs a predicate as a check: passes it, or fails it with the description. */
-  require(name: string, ok: boolean, description: string, opts?: ConstructorParameters<typeof ExchangeRejection>[2]): void {
+  require(name: string, ok: boolean, description: string, opts?: RejectionOptions): void {
     if (ok) this.pass(name);
     else this.fail(name, description, opts);
   }

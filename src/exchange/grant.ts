@@ -1,15 +1,22 @@
-import { errors, type KoaContextWithOIDC } from 'oidc-provider';
+import type { KoaContextWithOIDC } from 'oidc-provider';
 import type { Logger } from 'pino';
-import { recordDecision, type DecisionRecord } from '../audit/index.ts';
+import { recordOutcome, type DecisionRecord } from '../audit/index.ts';
 import { now, type DB } from '../db/index.ts';
 import { activeKey, type KeySet } from '../oidc/keys.ts';
-import { decide, type Deny } from '../policy/index.ts';
-import { CheckList, DECISION_CHECKS, describeFailure, ExchangeRejection, REQUEST_CHECKS, type ErrorDetail } from './checks.ts';
-import { lintRequest, lintTarget, type Warning } from './lint.ts';
-import { idJagClaims, mintIdJag } from './mint.ts';
-import { ID_JAG, parseRequest, requestFacts, PARAMETERS, REPEATABLE, TOKEN_EXCHANGE } from './request.ts';
-import { subjectChecks, validateSubject } from './subject.ts';
-import { loadRules, resolveTarget } from './target.ts';
+import { OAuthError } from '../web/errors.ts';
+import { exchangeState } from '../web/state.ts';
+import { basicCredentials } from '../web/basic-auth.ts';
+import { describeFailure, type ErrorDetail } from './checks.ts';
+import { signingMinter } from './mint.ts';
+import { runExchange, type ExchangeStage, type Outcome } from './pipeline.ts';
+import { databasePorts } from './ports.ts';
+import { ID_JAG, PARAMETERS, REPEATABLE, requestFacts, TOKEN_EXCHANGE, type ExchangeInput, type Params } from './request.ts';
+import { tokenSubjects } from './subject.ts';
+
+/**
+ * The token exchange as a grant of the provider: request → input → runExchange → audit row → RFC 8693
+ * response or OAuth error. Registered with its parameter set, like the provider's own grants.
+ */
 
 export const grantType = TOKEN_EXCHANGE;
 export const parameters = new Set<string>(PARAMETERS);
@@ -22,27 +29,19 @@ export interface ExchangeDeps {
   /** how much error_description says (verbose in development, minimal in production) */
   errors: ErrorDetail;
   keys: () => KeySet;
+  /** told when each stage of the pipeline begins, for whoever measures them */
+  stage?: ((ctx: KoaContextWithOIDC) => (name: ExchangeStage | 'end') => void) | undefined;
 }
 
-/** Per-request state the audit guard reads after the provider has answered. */
-export interface ExchangeState {
-  started: number;
-  /** the grant ran: it answered, and audited or failed closed, itself */
-  handled?: boolean;
-  audited?: boolean;
-  maxAge?: number;
-}
-
-export const exchangeState = (ctx: { state: Record<string, unknown> }): ExchangeState =>
-  (ctx.state.exchange ??= { started: performance.now() }) as ExchangeState;
-
-export type RecordBase = Omit<DecisionRecord, 'decision' | 'reason' | 'explanation' | 'checks' | 'warnings'> & { warnings?: Warning[] };
+export type RecordBase = Omit<DecisionRecord, 'decision' | 'reason' | 'explanation' | 'checks'>;
 
 /** What every audit row of a token-exchange request says about the request, whatever its outcome. */
 export function recordBase(ctx: KoaContextWithOIDC): RecordBase {
-  const facts = requestFacts(ctx);
+  const params = (ctx.oidc?.params ?? {}) as Params;
+  const clientId = ctx.oidc?.client?.clientId ?? (typeof params.client_id === 'string' ? params.client_id : undefined) ?? basicCredentials(ctx.get('authorization'))?.id;
+  const facts = requestFacts(params, clientId);
   return {
-    requestId: String(ctx.state.requestId ?? ''),
+    requestId: ctx.state.requestId ?? '',
     clientId: facts.clientId,
     subjectTokenType: facts.subjectTokenType,
     audience: facts.audience,
@@ -53,128 +52,62 @@ export function recordBase(ctx: KoaContextWithOIDC): RecordBase {
   };
 }
 
-/** Which check a policy denial fails: the policy engine reasons, the check list files the reason. */
-function checkFor(d: Deny): string {
-  switch (d.reason) {
-    case 'user_disabled': return 'user';
-    case 'audience_disabled': return 'audience';
-    case 'resource_disabled': return 'resource';
-    case 'scope_not_allowed':
-    case 'no_scope_requested': return 'scope';
-    case 'step_up_required': return 'step_up';
-    default: return 'policy';
-  }
-}
-
-const PASSED_BEFORE: Record<string, string[]> = { scope: ['policy'], step_up: ['policy', 'scope'] };
-
-const sameSet = (a: string[], b: string[]) => a.length === b.length && a.every((x) => b.includes(x));
-
-/**
- * The RFC 8693 token exchange for an ID-JAG (SPEC.md Step 2), top to bottom as the spec's checks:
- * request → subject token → target → policy → mint → audit → respond. Every outcome, issued or not, is
- * written to the audit log before the response leaves.
- */
-export function tokenExchangeHandler(deps: ExchangeDeps) {
-  return async function tokenExchange(ctx: KoaContextWithOIDC): Promise<void> {
-    const state = exchangeState(ctx);
-    state.handled = true;
-    const checks: CheckList = new CheckList(REQUEST_CHECKS);
-    const at = now();
-    const record = recordBase(ctx);
-    const audit = async (r: Pick<DecisionRecord, 'decision' | 'reason' | 'explanation'> & Partial<DecisionRecord>) => {
-      await recordDecision(deps.db, { ...record, ...r, checks: checks.record, durationMs: performance.now() - state.started });
-      state.audited = true;
-    };
-
-    let response: Record<string, unknown>;
-    try {
-      checks.pass('request_syntax');
-      const req = parseRequest(ctx, checks);
-      record.warnings = lintRequest(ctx, req);
-      checks.plan(subjectChecks(req.subjectTokenType));
-      checks.plan(DECISION_CHECKS);
-      const keys = deps.keys();
-      const subject = await validateSubject(req, checks, { db: deps.db, issuer: deps.issuer, keys, provider: ctx.oidc.provider, now: at });
-      record.sub = subject.user.sub;
-      record.username = subject.user.username;
-
-      const target = await resolveTarget(deps.db, checks, req.audience, req.resources);
-      record.warnings = [...record.warnings, ...lintTarget(req, target)];
-      const rules = await loadRules(deps.db, req.clientId, target.resourceServer.id);
-      const decision = decide({
-        client: { id: req.clientId, enabled: true },
-        user: { sub: subject.user.sub, enabled: !subject.user.disabled, groups: subject.groups },
-        resourceServer: target.resourceServer,
-        mcpServers: target.mcpServers,
-        ...(req.scopes ? { requestedScopes: req.scopes } : {}),
-        ...(subject.authTime !== undefined ? { authTime: subject.authTime } : {}),
-        now: at,
-      }, rules);
-      if (!decision.allow) {
-        record.ruleIds = decision.ruleIds;
-        const failing = checkFor(decision);
-        // the checks the policy engine got past before this denial
-        for (const name of PASSED_BEFORE[failing] ?? []) checks.pass(name);
-        checks.fail(failing, decision.description, {
-          explanation: decision.explanation, reason: decision.reason, error: decision.error,
-          ...(decision.maxAge !== undefined ? { maxAge: decision.maxAge } : {}),
-        });
-      }
-      checks.pass('policy', 'allowed', decision.explanation);
-      checks.pass('scope', decision.scopes.join(' '));
-      checks.pass('step_up');
-
-      const claims = idJagClaims(deps.issuer, subject, target.resourceServer.issuer, req.resources, decision);
-      const minted = await mintIdJag(activeKey(keys, 'id_jag'), claims, decision.lifetime, at);
-      checks.pass('issue', `jti ${minted.jti}, expires ${new Date(minted.exp * 1000).toISOString()}`);
-      // The audit row is written before the token leaves; if it cannot be written, the token never does.
-      await audit({
-        decision: 'issued', reason: 'issued', explanation: decision.explanation,
-        scopesGranted: decision.scopes, ruleIds: decision.ruleIds, jti: minted.jti, exp: minted.exp,
-      });
-      response = {
-        access_token: minted.jwt,
-        issued_token_type: ID_JAG,
-        token_type: 'N_A',
-        expires_in: minted.exp - minted.iat,
-        ...(req.scopes && sameSet(req.scopes, decision.scopes) ? {} : { scope: decision.scopes.join(' ') }),
-      };
-    } catch (err) {
-      if (err instanceof ExchangeRejection) {
-        if (err.maxAge !== undefined) state.maxAge = err.maxAge;
-        await auditOrFailClosed(deps.log, () => audit({ decision: 'denied', reason: err.reason, explanation: err.explanation, error: err.error }));
-        throw providerError(err.error, describeFailure(deps.errors, err.error, err.check, err.description));
-      }
-      deps.log.error({ err, reqId: record.requestId }, 'token exchange failed');
-      if (!state.audited) {
-        await audit({ decision: 'error', reason: 'internal_error', explanation: `the exchange failed: ${(err as Error)?.message ?? String(err)}`, error: 'temporarily_unavailable' })
-          .catch((e: unknown) => deps.log.error({ err: e }, 'audit write failed'));
-      }
-      throw unavailable();
-    }
-    ctx.body = response;
+/** The pipeline's input from a token request the provider has authenticated and parsed. */
+function inputOf(ctx: KoaContextWithOIDC): ExchangeInput {
+  const client = ctx.oidc.client!;
+  return {
+    client: { id: client.clientId, authMethod: client.clientAuthMethod ?? 'none', grantTypes: client.grantTypes ?? [], enabled: true },
+    params: ctx.oidc.params as Params,
+    credentialsInBody: ctx.oidc.params?.client_secret !== undefined && ctx.get('authorization') === '',
   };
 }
 
-async function auditOrFailClosed(log: Logger, write: () => Promise<void>) {
-  try {
-    await write();
-  } catch (err) {
-    log.error({ err }, 'audit write failed');
-    throw unavailable();
-  }
-}
-
-export function providerError(error: string, description: string): Error {
-  const err = new errors.CustomOIDCProviderError(error, description);
-  if (error === 'invalid_client') Object.assign(err, { status: 401, statusCode: 401 });
-  return err;
-}
-
 export const UNRECORDED = 'the IdP could not record this decision and issued nothing; retry shortly';
+const unavailable = () => new OAuthError('temporarily_unavailable', UNRECORDED, 503);
 
-function unavailable(): Error {
-  const err = new errors.CustomOIDCProviderError('temporarily_unavailable', UNRECORDED);
-  return Object.assign(err, { status: 503, statusCode: 503 });
+/** RFC 8693 §2.2.1: the ID-JAG in `access_token`, `scope` only when it differs from the request. */
+function issuedResponse(outcome: Extract<Outcome, { kind: 'issued' }>): Record<string, unknown> {
+  const { request, decision, minted } = outcome;
+  const same = request.scopes !== undefined && request.scopes.length === decision.scopes.length && request.scopes.every((s) => decision.scopes.includes(s));
+  return {
+    access_token: minted.jwt,
+    issued_token_type: ID_JAG,
+    token_type: 'N_A',
+    expires_in: minted.exp - minted.iat,
+    ...(same ? {} : { scope: decision.scopes.join(' ') }),
+  };
+}
+
+export function tokenExchangeHandler(deps: ExchangeDeps) {
+  const stores = databasePorts(deps.db);
+  return async function tokenExchange(ctx: KoaContextWithOIDC): Promise<void> {
+    const state = exchangeState(ctx);
+    state.handled = true;
+    const keys = deps.keys();
+    const result = await runExchange(inputOf(ctx), {
+      ...stores,
+      subjects: tokenSubjects({ issuer: deps.issuer, keys, provider: ctx.oidc.provider }),
+      minter: signingMinter(() => activeKey(keys, 'id_jag')),
+      issuer: deps.issuer,
+      clock: now,
+      ...(deps.stage ? { stage: deps.stage(ctx) } : {}),
+    });
+    const { outcome } = result;
+    if (outcome.kind === 'failed') deps.log.error({ err: outcome.error, reqId: ctx.state.requestId }, 'token exchange failed');
+    // The audit row is written before the response; if it cannot be written, no token and no decision leave.
+    try {
+      await recordOutcome(deps.db, { ...recordBase(ctx), ...result.record, durationMs: performance.now() - state.started });
+      state.audited = true;
+    } catch (err) {
+      deps.log.error({ err }, 'audit write failed');
+      throw unavailable();
+    }
+    if (outcome.kind === 'failed') throw unavailable();
+    if (outcome.kind === 'denied') {
+      const r = outcome.rejection;
+      if (r.maxAge !== undefined) state.maxAge = r.maxAge;
+      throw new OAuthError(r.error, describeFailure(deps.errors, r.error, r.check, r.description), r.error === 'invalid_client' ? 401 : 400);
+    }
+    ctx.body = issuedResponse(outcome);
+  };
 }

@@ -1,21 +1,17 @@
-import type { KoaContextWithOIDC } from 'oidc-provider';
-import type { ExchangeRequest } from './request.ts';
+import type { WarningRecord } from '../audit/codec.ts';
+import type { ExchangeInput, ExchangeRequest } from './request.ts';
 import type { Target } from './target.ts';
 
 /**
  * Warnings about requests that work but are discouraged: a conformance target should tell a client author
  * more than pass or fail. Each names the rule it leans on. They never change the decision.
  */
-export interface Warning {
-  code: string;
-  message: string;
-  section: string;
-}
+export type Warning = WarningRecord;
 
 const w = (code: string, message: string, section: string): Warning => ({ code, message, section });
 
 /** What the request itself shows, before any token or target is looked at. */
-export function lintRequest(ctx: KoaContextWithOIDC, req: ExchangeRequest): Warning[] {
+export function lintRequest(input: Pick<ExchangeInput, 'credentialsInBody'>, req: ExchangeRequest): Warning[] {
   const warnings: Warning[] = [];
   if (req.resources.length === 0) {
     warnings.push(w('resource_omitted', 'no resource parameter: in the MCP profile the client names the MCP server it wants to reach, so the ID-JAG is bound to it',
@@ -25,7 +21,7 @@ export function lintRequest(ctx: KoaContextWithOIDC, req: ExchangeRequest): Warn
     warnings.push(w('several_resources', 'several resources in one request: the ID-JAG then carries only the scopes every one of them allows; one request per MCP server is clearer',
       'RFC 8707 §2; SPEC "The ID-JAG" (resource)'));
   }
-  if (ctx.oidc.params?.client_secret !== undefined && ctx.get('authorization') === '') {
+  if (input.credentialsInBody) {
     warnings.push(w('client_secret_post', 'client credentials sent in the request body (client_secret_post); the Authorization header (client_secret_basic) is the method every server must support',
       'RFC 6749 §2.3.1'));
   }

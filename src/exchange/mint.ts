@@ -36,16 +36,38 @@ export function idJagClaims(issuer: string, subject: Subject, audience: string, 
 }
 
 export interface Minted {
-  jwt: string;
+  /** the signed ID-JAG; absent from a preview */
+  jwt?: string;
   jti: string;
   iat: number;
   exp: number;
 }
 
+/** What the exchange issues with: the real signer at the token endpoint, a preview in the simulator. */
+export interface Minter {
+  mint(claims: IdJagClaims, lifetime: number, now: number): Promise<Minted>;
+  /** what the `issue` check says of what was minted */
+  describe(minted: Minted): string;
+}
+
+/** Signs with the IdP's active ID-JAG key (looked up per call: a rotation takes effect at once). */
+export function signingMinter(key: () => SigningKey): Minter {
+  return {
+    mint: (claims, lifetime, now) => mintIdJag(key(), claims, lifetime, now),
+    describe: (m) => `jti ${m.jti}, expires ${new Date(m.exp * 1000).toISOString()}`,
+  };
+}
+
+/** The simulator's minter: the claims and lifetime, nothing signed. */
+export const previewMinter: Minter = {
+  mint: async (_claims, lifetime, now) => ({ jti: '(preview)', iat: now, exp: now + lifetime }),
+  describe: (m) => `preview, not signed: would expire ${new Date(m.exp * 1000).toISOString()}`,
+};
+
 const signingKeys = new Map<string, ReturnType<typeof importJWK>>();
 
 /** Signs an ID-JAG (draft §3) with the IdP's active ID-JAG key: `typ` oauth-id-jag+jwt, `kid` of that key. */
-export async function mintIdJag(key: SigningKey, claims: IdJagClaims, lifetime: number, now: number): Promise<Minted> {
+export async function mintIdJag(key: SigningKey, claims: IdJagClaims, lifetime: number, now: number): Promise<Minted & { jwt: string }> {
   let imported = signingKeys.get(key.kid);
   if (!imported) {
     imported = importJWK(key.privateJwk, key.alg);

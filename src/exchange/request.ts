@@ -1,5 +1,3 @@
-import type { KoaContextWithOIDC } from 'oidc-provider';
-import { basicCredentials } from '../web/basic-auth.ts';
 import type { CheckList } from './checks.ts';
 
 export const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
@@ -17,6 +15,27 @@ export const PARAMETERS = [
 ] as const;
 /** Only `resource` may repeat (RFC 8707); every other parameter twice is invalid_request. */
 export const REPEATABLE = ['resource'] as const;
+
+/** The token request's parameters, as the provider passed them to the grant. */
+export type Params = Readonly<Record<string, string | string[] | undefined>>;
+
+/** The client that asks, as the pipeline needs it: authenticated by the provider, or assumed by the simulator. */
+export interface RequestingClient {
+  id: string;
+  /** how it authenticated (`none` for a public client) */
+  authMethod: string;
+  grantTypes: readonly string[];
+  /** a disabled client cannot authenticate: at the token endpoint the provider never finds it */
+  enabled: boolean;
+}
+
+/** What the exchange pipeline starts from. */
+export interface ExchangeInput {
+  client: RequestingClient;
+  params: Params;
+  /** the client sent its secret in the body (client_secret_post): a lint warning */
+  credentialsInBody: boolean;
+}
 
 export interface ExchangeRequest {
   clientId: string;
@@ -37,8 +56,6 @@ export interface RequestFacts {
   scopes?: string[];
 }
 
-type Params = Record<string, string | string[] | undefined>;
-
 const str = (v: unknown): string | undefined => (typeof v === 'string' && v !== '' ? v : undefined);
 const list = (v: unknown): string[] => (Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string' && x !== '') : str(v) ? [v as string] : []);
 export const splitScope = (v: unknown): string[] | undefined => {
@@ -46,10 +63,9 @@ export const splitScope = (v: unknown): string[] | undefined => {
   return s === undefined ? undefined : [...new Set(s.split(' ').filter(Boolean))];
 };
 
-export function requestFacts(ctx: KoaContextWithOIDC): RequestFacts {
-  const p = (ctx.oidc?.params ?? {}) as Params;
+/** What a request says about itself, valid or not; `clientId` is the authenticated client, or the one it claims. */
+export function requestFacts(p: Params, clientId: string | undefined): RequestFacts {
   const facts: RequestFacts = {};
-  const clientId = ctx.oidc?.client?.clientId ?? str(p.client_id) ?? basicCredentials(ctx.get('authorization'))?.id;
   if (clientId) facts.clientId = clientId;
   const stt = str(p.subject_token_type);
   if (stt) facts.subjectTokenType = stt;
@@ -64,17 +80,18 @@ export function requestFacts(ctx: KoaContextWithOIDC): RequestFacts {
 
 /**
  * SPEC.md Step 2, the request itself: who may ask, and whether the parameters say what the draft requires.
- * Client authentication already happened in the provider; reaching here means it passed.
+ * At the token endpoint the provider has authenticated the client (and parsed the body) before this runs.
  */
-export function parseRequest(ctx: KoaContextWithOIDC, checks: CheckList): ExchangeRequest {
-  const client = ctx.oidc.client!;
-  const p = ctx.oidc.params as Params;
-  checks.pass('client_authentication', `authenticated with ${client.clientAuthMethod}`);
+export function parseRequest(input: ExchangeInput, checks: CheckList): ExchangeRequest {
+  const { client, params: p } = input;
+  if (!client.enabled) checks.fail('client_authentication', `client ${client.id} is disabled, so it cannot authenticate`, { error: 'invalid_client', reason: 'client_disabled' });
+  checks.pass('client_authentication', `authenticated with ${client.authMethod}`);
+  checks.pass('request_syntax');
 
-  checks.require('confidential_client', client.clientAuthMethod !== 'none',
-    `client ${client.clientId} is a public client; only confidential clients may use token exchange for an ID-JAG`);
-  checks.require('grant_type_allowed', client.grantTypes?.includes(TOKEN_EXCHANGE) === true,
-    `client ${client.clientId} is not registered for the grant type ${TOKEN_EXCHANGE}`);
+  checks.require('confidential_client', client.authMethod !== 'none',
+    `client ${client.id} is a public client; only confidential clients may use token exchange for an ID-JAG`);
+  checks.require('grant_type_allowed', client.grantTypes.includes(TOKEN_EXCHANGE),
+    `client ${client.id} is not registered for the grant type ${TOKEN_EXCHANGE}`);
 
   const requested = str(p.requested_token_type);
   if (requested !== ID_JAG) {
@@ -108,7 +125,7 @@ export function parseRequest(ctx: KoaContextWithOIDC, checks: CheckList): Exchan
   checks.pass('unsupported_parameters');
 
   return {
-    clientId: client.clientId,
+    clientId: client.id,
     subjectToken: subjectToken!,
     subjectTokenType: type as SubjectTokenType,
     audience: audience!,

@@ -1,28 +1,64 @@
 import { compactVerify, decodeProtectedHeader, importJWK, type JWK } from 'jose';
 import type Provider from 'oidc-provider';
-import type { DB } from '../db/index.ts';
-import { findUserBySub, groupsOf, type User } from '../oidc/accounts.ts';
+import type { User } from '../db/users.ts';
 import { KEY_ALGS, type KeySet } from '../oidc/keys.ts';
-import { ID_TOKEN_CHECKS, REFRESH_TOKEN_CHECKS, type CheckList } from './checks.ts';
-import { ID_TOKEN, type ExchangeRequest } from './request.ts';
+import { ID_TOKEN_CHECKS, REFRESH_TOKEN_CHECKS, type CheckDef, type CheckList } from './checks.ts';
+import { ID_TOKEN, type ExchangeRequest, type SubjectTokenType } from './request.ts';
 
 /** Clock skew allowed on `exp` and `iat`, in seconds: the provider's own default tolerance. */
 export const CLOCK_SKEW = 15;
 
-export interface Subject {
-  user: User;
-  groups: string[];
+/** How and when the user signed in, as the subject token says. */
+export interface SignIn {
   authTime?: number;
   amr?: string[];
   acr?: string;
 }
 
-export interface SubjectContext {
-  db: DB;
+/** Who the subject token names, and how they signed in. */
+export interface Identified {
+  sub: string;
+  auth: SignIn;
+}
+
+/** The user the exchange acts for, as the directory has them now, and how they signed in. */
+export interface Subject extends SignIn {
+  user: User;
+  groups: string[];
+}
+
+/**
+ * Where the exchange learns who the user is. At the token endpoint: the subject token, checked. In the
+ * simulator: an assumed valid token of a chosen user (it runs none of the token's checks).
+ */
+export interface SubjectSource {
+  /** the checks identify() runs for this kind of subject token, planned after the request's */
+  checks(type: SubjectTokenType): CheckDef[];
+  identify(req: ExchangeRequest, checks: CheckList, now: number): Promise<Identified>;
+}
+
+export interface TokenSubjectDeps {
   issuer: string;
   keys: KeySet;
   provider: Provider;
-  now: number;
+}
+
+/** SPEC.md Step 2, the subject token: an ID Token or a refresh token this IdP issued to this client. */
+export function tokenSubjects(deps: TokenSubjectDeps): SubjectSource {
+  return {
+    checks: (type) => (type === ID_TOKEN ? ID_TOKEN_CHECKS : REFRESH_TOKEN_CHECKS),
+    identify: (req, checks, now) => (req.subjectTokenType === ID_TOKEN
+      ? validateIdToken(req, checks, deps, now)
+      : validateRefreshToken(req, checks, deps.provider)),
+  };
+}
+
+/** The simulator's subject: a valid token of this user is assumed, from a login at `authTime`. */
+export function assumedSubject(sub: string, authTime: number): SubjectSource {
+  return {
+    checks: () => [],
+    identify: async () => ({ sub, auth: { authTime } }),
+  };
 }
 
 const keyCache = new Map<string, ReturnType<typeof importJWK>>();
@@ -35,21 +71,6 @@ const importKey = (jwk: JWK) => {
   return key;
 };
 
-export const subjectChecks = (type: ExchangeRequest['subjectTokenType']) => (type === ID_TOKEN ? ID_TOKEN_CHECKS : REFRESH_TOKEN_CHECKS);
-
-/** SPEC.md Step 2, the subject token: an ID Token or a refresh token this IdP issued to this client. */
-export async function validateSubject(req: ExchangeRequest, checks: CheckList, c: SubjectContext): Promise<Subject> {
-  const found = req.subjectTokenType === ID_TOKEN
-    ? await validateIdToken(req, checks, c)
-    : await validateRefreshToken(req, checks, c);
-  const user = await findUserBySub(c.db, found.sub);
-  if (!user) checks.fail('user', 'the subject token\'s user no longer exists', { explanation: `user ${found.sub} does not exist`, reason: 'user_unknown' });
-  if (user.disabled) checks.fail('user', 'the subject token\'s user is disabled', { explanation: `user ${user.username} (${user.sub}) is disabled`, reason: 'user_disabled' });
-  checks.pass('user', user.username);
-  return { user, groups: await groupsOf(c.db, user.sub), ...found.auth };
-}
-
-interface Found { sub: string; auth: Pick<Subject, 'authTime' | 'amr' | 'acr'> }
 
 /** Everything issued under the refresh token's grant, and the grant itself. */
 async function revokeGrant(provider: Provider, rt: InstanceType<Provider['RefreshToken']>): Promise<void> {
@@ -66,7 +87,7 @@ async function revokeGrant(provider: Provider, rt: InstanceType<Provider['Refres
 
 const segment = (s: string) => /^[A-Za-z0-9_-]+$/.test(s);
 
-async function validateIdToken(req: ExchangeRequest, checks: CheckList, c: SubjectContext): Promise<Found> {
+export async function validateIdToken(req: Pick<ExchangeRequest, 'subjectToken' | 'clientId'>, checks: CheckList, c: Pick<TokenSubjectDeps, 'issuer' | 'keys'>, now: number): Promise<Identified> {
   const token = req.subjectToken;
   const parts = token.split('.');
   if (parts.length === 5) checks.fail('id_token.format', 'subject_token is an encrypted JWT (JWE); send the signed ID Token this IdP issued');
@@ -121,13 +142,13 @@ async function validateIdToken(req: ExchangeRequest, checks: CheckList, c: Subje
   checks.pass('id_token.audience');
 
   if (typeof claims.exp !== 'number') checks.fail('id_token.expiry', 'subject_token has no numeric exp claim');
-  if (claims.exp + CLOCK_SKEW <= c.now) {
+  if (claims.exp + CLOCK_SKEW <= now) {
     checks.fail('id_token.expiry', `subject_token expired at ${new Date(claims.exp * 1000).toISOString()}; sign the user in again or use a refresh token`);
   }
   checks.pass('id_token.expiry');
 
   if (typeof claims.iat !== 'number') checks.fail('id_token.issued_at', 'subject_token has no numeric iat claim');
-  if (claims.iat > c.now + CLOCK_SKEW) checks.fail('id_token.issued_at', `subject_token's iat (${new Date(claims.iat * 1000).toISOString()}) is in the future`);
+  if (claims.iat > now + CLOCK_SKEW) checks.fail('id_token.issued_at', `subject_token's iat (${new Date(claims.iat * 1000).toISOString()}) is in the future`);
   checks.pass('id_token.issued_at');
 
   if (typeof claims.sub !== 'string' || claims.sub === '') checks.fail('id_token.subject', 'subject_token has no sub claim');
@@ -149,18 +170,18 @@ async function validateIdToken(req: ExchangeRequest, checks: CheckList, c: Subje
  * parties holding it is not the user's, so the whole grant is revoked (RFC 9700 §4.14.2), as the provider's
  * refresh_token grant does. The client is told the same thing in every case (see REFRESH_TOKEN_CHECKS).
  */
-async function validateRefreshToken(req: ExchangeRequest, checks: CheckList, c: SubjectContext): Promise<Found> {
+async function validateRefreshToken(req: ExchangeRequest, checks: CheckList, provider: Provider): Promise<Identified> {
   const refuse = (explanation: string): never =>
     checks.fail('refresh_token', `subject_token is not a live refresh token issued to client ${req.clientId}`, { explanation });
-  const rt = await c.provider.RefreshToken.find(req.subjectToken, { ignoreExpiration: true });
+  const rt = await provider.RefreshToken.find(req.subjectToken, { ignoreExpiration: true });
   if (!rt) return refuse('no such refresh token (never issued, revoked or deleted)');
   if (rt.clientId !== req.clientId) return refuse(`refresh token of client ${rt.clientId}, presented by ${req.clientId}`);
   if (rt.consumed) {
-    await revokeGrant(c.provider, rt);
+    await revokeGrant(provider, rt);
     return refuse(`refresh token already rotated and presented again: grant ${rt.grantId ?? '(none)'} revoked (reuse detection)`);
   }
   if (rt.isExpired) return refuse(`refresh token expired at ${new Date(rt.exp! * 1000).toISOString()}`);
-  const grant = rt.grantId ? await c.provider.Grant.find(rt.grantId) : undefined;
+  const grant = rt.grantId ? await provider.Grant.find(rt.grantId) : undefined;
   if (!grant || grant.clientId !== req.clientId || grant.accountId !== rt.accountId) {
     return refuse('the refresh token\'s grant was revoked or has expired');
   }

@@ -1,24 +1,12 @@
 import type { Account, FindAccount } from 'oidc-provider';
-import type { DB, Schema } from '../db/index.ts';
-import { prepared } from '../db/prepared.ts';
-import type { UsersTable } from '../db/schema.ts';
+import type { DB } from '../db/index.ts';
+import { findUserBySub, findUserWithPassword, groupsOf, type User } from '../db/users.ts';
 import { verifyAgainstNothing, verifySecret } from './secrets.ts';
 
-export type User = Pick<UsersTable, 'sub' | 'username' | 'email' | 'email_verified' | 'name' | 'disabled'>;
+/** The account a sign-in attempt counts against: the username trimmed and case-folded, whether or not it exists. */
+export const accountKey = (username: string): string => username.trim().normalize('NFKC').toLowerCase();
 
-const userBySub = prepared<Schema, { sub: string }, User>((db, p) => db.selectFrom('users')
-  .select(['sub', 'username', 'email', 'email_verified', 'name', 'disabled']).where('sub', '=', p('sub')));
-
-export async function findUserBySub(db: DB, sub: string): Promise<User | undefined> {
-  return (await userBySub(db, { sub }))[0];
-}
-
-const groupsBySub = prepared<Schema, { sub: string }, { group_name: string }>((db, p) => db.selectFrom('group_members')
-  .select('group_name').where('user_sub', '=', p('sub')).orderBy('group_name'));
-
-export async function groupsOf(db: DB, sub: string): Promise<string[]> {
-  return (await groupsBySub(db, { sub })).map((r) => r.group_name);
-}
+export { findUserBySub, groupsOf, type User } from '../db/users.ts';
 
 export type Authentication =
   | { ok: true; user: User }
@@ -29,9 +17,7 @@ export type Authentication =
  * exist; the reason is for the log and audit only, the login page shows one message for all of them.
  */
 export async function authenticate(db: DB, username: string, password: string): Promise<Authentication> {
-  const row = await db.selectFrom('users')
-    .select(['sub', 'username', 'email', 'email_verified', 'name', 'disabled', 'password_hash'])
-    .where('username', '=', username).executeTakeFirst();
+  const row = await findUserWithPassword(db, username);
   if (!row || !row.password_hash) {
     await verifyAgainstNothing(password);
     return { ok: false, reason: 'unknown_user' };

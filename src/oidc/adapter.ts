@@ -1,7 +1,8 @@
 import { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
 import { now, type DB, type Schema } from '../db/index.ts';
 import { prepared } from '../db/prepared.ts';
-import type { ClientsTable, OidcPayloadsTable } from '../db/schema.ts';
+import { findEnabledClient } from '../db/clients.ts';
+import type { OidcPayloadsTable } from '../db/schema.ts';
 
 /**
  * oidc-provider's storage for every model it persists (sessions, interactions, grants, codes, tokens, replay
@@ -15,8 +16,6 @@ export function adapterFactory(db: DB) {
 // Both run on every token request (the client, the token or code presented): prepared once.
 const payloadById = prepared<Schema, { model: string; id: string }, Pick<OidcPayloadsTable, 'payload' | 'expires_at' | 'consumed_at'>>((db, p) =>
   db.selectFrom('oidc_payloads').select(['payload', 'expires_at', 'consumed_at']).where('model', '=', p('model')).where('id', '=', p('id')));
-const enabledClientById = prepared<Schema, { id: string }, Pick<ClientsTable, 'metadata' | 'secret_hash'>>((db, p) =>
-  db.selectFrom('clients').select(['metadata', 'secret_hash']).where('client_id', '=', p('id')).where('disabled', '=', 0));
 
 class PayloadAdapter implements Adapter {
   readonly #db: DB;
@@ -94,7 +93,7 @@ class ClientAdapter implements Adapter {
 
   /** The stored secret hash stands in for `client_secret`; the provider compares through compareClientSecret. */
   async find(id: string): Promise<AdapterPayload | undefined> {
-    const row = (await enabledClientById(this.#db, { id }))[0];
+    const row = await findEnabledClient(this.#db, id);
     if (!row) return undefined;
     return { ...JSON.parse(row.metadata), client_id: id, ...(row.secret_hash ? { client_secret: row.secret_hash } : {}) };
   }

@@ -1,6 +1,7 @@
 import type { Context, Next } from 'koa';
-import Provider, { errors, type KoaContextWithOIDC } from 'oidc-provider';
+import Provider, { type KoaContextWithOIDC } from 'oidc-provider';
 import { basicCredentials } from '../web/basic-auth.ts';
+import { OAuthError } from '../web/errors.ts';
 import { verifyAgainstNothing, type VerifiedSecretCache } from './secrets.ts';
 
 /**
@@ -39,8 +40,7 @@ function presentedSecret(ctx: KoaContextWithOIDC | undefined, clientId: string):
 function refusal(ctx: KoaContextWithOIDC, verdict: Extract<ClientAuthVerdict, { allowed: false }>): Error {
   ctx.set('Retry-After', String(verdict.retryAfter));
   ctx.state.throttled = { limit: 'client_authentication', retryAfter: verdict.retryAfter, description: verdict.description, explanation: verdict.explanation };
-  const err = new errors.CustomOIDCProviderError('temporarily_unavailable', verdict.description);
-  return Object.assign(err, { status: 429, statusCode: 429 });
+  return new OAuthError('temporarily_unavailable', verdict.description, 429);
 }
 
 /**

@@ -2,15 +2,25 @@ import { bodyParser } from '@koa/bodyparser';
 import Router from '@koa/router';
 import type { Context, Next } from 'koa';
 import type Provider from 'oidc-provider';
-import type { InteractionResults } from 'oidc-provider';
+import { errors, type InteractionResults } from 'oidc-provider';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { recordLogin, type LoginRecord } from '../audit/logins.ts';
+import { findClientRow } from '../db/clients.ts';
 import type { DB } from '../db/index.ts';
 import { csrfToken, requireCsrf } from '../web/csrf.ts';
-import { accountKey, type LoginThrottle } from '../web/rate-limits.ts';
+import { badRequest, classify } from '../web/errors.ts';
 import type { Render } from '../web/views.ts';
-import { authenticate } from './accounts.ts';
+import { accountKey, authenticate } from './accounts.ts';
+
+/** Sign-in brute-force throttling, as the login form uses it (src/throttle implements it over the database). */
+export interface SignInThrottle {
+  /** counts an attempt before its password is checked: whether it may be checked at all */
+  attempt(username: string, ip: string): Promise<{ allowed: true; attempt: number } | { allowed: false; by: 'account' | 'ip'; retryAfter: number }>;
+  /** after a failed attempt: the block it set, in seconds, if any */
+  failed(username: string, attempt: number): Promise<number | undefined>;
+  succeeded(username: string, ip: string): Promise<void>;
+}
 
 export interface InteractionDeps {
   db: DB;
@@ -18,8 +28,8 @@ export interface InteractionDeps {
   log: Logger;
   /** the current provider (it is rebuilt on key rotation) */
   provider: () => Provider;
-  /** sign-in brute-force throttling (src/web/rate-limits.ts) */
-  throttle: LoginThrottle;
+  /** sign-in brute-force throttling (src/throttle/index.ts) */
+  throttle: SignInThrottle;
 }
 
 const LoginForm = z.object({
@@ -51,24 +61,24 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     try {
       await next();
     } catch (err) {
-      const e = err as { name?: string; status?: number; expose?: boolean; error_description?: string; message?: string };
-      const status = e.expose && e.status && e.status < 500 ? e.status : 500;
-      if (status >= 500) log.error({ err }, 'interaction failed');
-      ctx.status = status;
+      const sessionLost = (err as { name?: unknown }).name === 'SessionNotFound';
+      const c = classify(err);
+      if (c.fault && !sessionLost) log.error({ err }, 'interaction failed');
+      ctx.status = sessionLost ? 400 : c.status;
       ctx.type = 'html';
       ctx.body = render('error', {
         title: 'Sign-in could not continue',
-        error: e.name === 'SessionNotFound' ? 'session_not_found' : (status >= 500 ? 'server_error' : e.message),
-        description: e.name === 'SessionNotFound'
+        error: sessionLost ? 'session_not_found' : c.code,
+        description: sessionLost
           ? 'Your sign-in request expired or its cookie is missing or invalid. Return to the application and start again.'
-          : (status >= 500 ? 'An unexpected error occurred. It has been logged.' : e.error_description),
+          : c.fault ? 'An unexpected error occurred. It has been logged.' : c.message,
       });
     }
   });
 
   const details = async (ctx: Context): Promise<Details> => {
     const d = await deps.provider().interactionDetails(ctx.req, ctx.res);
-    if (d.uid !== ctx.params.uid) ctx.throw(400, 'interaction mismatch', { expose: true, error_description: 'This sign-in page belongs to another request. Return to the application and start again.' });
+    if (d.uid !== ctx.params.uid) throw badRequest('This sign-in page belongs to another request. Return to the application and start again.');
     return d;
   };
 
@@ -80,7 +90,7 @@ export function interactionRoutes(deps: InteractionDeps): Router {
 
   const clientView = async (clientId: string) => {
     const client = await deps.provider().Client.find(clientId);
-    const row = await db.selectFrom('clients').select('first_party').where('client_id', '=', clientId).executeTakeFirst();
+    const row = await findClientRow(db, clientId);
     return { name: client?.clientName ?? clientId, firstParty: Boolean(row?.first_party) };
   };
 
@@ -117,12 +127,12 @@ export function interactionRoutes(deps: InteractionDeps): Router {
       });
       return;
     }
-    ctx.throw(400, 'unsupported prompt', { expose: true, error_description: `This IdP cannot complete the "${d.prompt.name}" step.` });
+    throw badRequest(`This IdP cannot complete the "${d.prompt.name}" step.`);
   });
 
   router.post('/:uid/login', forms, csrf, async (ctx) => {
     const d = await details(ctx);
-    if (d.prompt.name !== 'login') ctx.throw(400, 'not a login step', { expose: true, error_description: 'This request is past the sign-in step. Return to the application and start again.' });
+    if (d.prompt.name !== 'login') throw badRequest('This request is past the sign-in step. Return to the application and start again.');
     const client = await clientView(String(d.params.client_id));
     const form = LoginForm.safeParse(ctx.request.body ?? {});
     if (!form.success) {
@@ -131,7 +141,7 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     }
     const { username, password } = form.data;
     const event: Omit<LoginRecord, 'event'> = {
-      requestId: String(ctx.state.requestId ?? ''), username: accountKey(username), clientId: String(d.params.client_id),
+      requestId: ctx.state.requestId ?? '', username: accountKey(username), clientId: String(d.params.client_id),
       ip: ctx.ip, userAgent: ctx.get('user-agent') || undefined,
     };
     // Throttled before the password is looked at, and answered the same whether or not the account exists.
@@ -162,7 +172,7 @@ export function interactionRoutes(deps: InteractionDeps): Router {
 
   router.post('/:uid/confirm', forms, csrf, async (ctx) => {
     const d = await details(ctx);
-    if (d.prompt.name !== 'consent') ctx.throw(400, 'not a consent step', { expose: true, error_description: 'This request is not waiting for consent. Return to the application and start again.' });
+    if (d.prompt.name !== 'consent') throw badRequest('This request is not waiting for consent. Return to the application and start again.');
     return finish(ctx, { consent: { grantId: await grantConsent(deps.provider(), d) } }, true);
   });
 
@@ -183,7 +193,7 @@ export function tooManyAttempts(retryAfter: number): string {
 /** Grants what the consent prompt found missing, on the existing grant when there is one. */
 async function grantConsent(provider: Provider, d: Details): Promise<string> {
   const accountId = d.session?.accountId;
-  if (!accountId) throw Object.assign(new Error('no session'), { name: 'SessionNotFound', status: 400, expose: true });
+  if (!accountId) throw new errors.SessionNotFound('no session');
   const grant = (d.grantId ? await provider.Grant.find(d.grantId) : undefined)
     ?? new provider.Grant({ accountId, clientId: String(d.params.client_id) });
   const pd = d.prompt.details as { missingOIDCScope?: string[]; missingOIDCClaims?: string[]; missingResourceScopes?: Record<string, string[]> };

@@ -34,9 +34,13 @@ export interface McpServerFacts {
   scopes: string[];
 }
 
+/**
+ * Whether the client may authenticate and the user is enabled are decided before policy, by the checks that
+ * own them (client authentication, the user check): the engine is asked only about enabled parties.
+ */
 export interface PolicyInput {
-  client: { id: string; enabled: boolean };
-  user: { sub: string; enabled: boolean; groups: string[] };
+  client: { id: string };
+  user: { sub: string; groups: string[] };
   resourceServer: { id: string; enabled: boolean };
   /** the requested MCP servers; empty for an audience-only request */
   mcpServers: McpServerFacts[];
@@ -49,8 +53,6 @@ export interface PolicyInput {
 }
 
 export type DenyReason =
-  | 'client_disabled'
-  | 'user_disabled'
   | 'audience_disabled'
   | 'resource_disabled'
   | 'no_rule'
@@ -61,7 +63,7 @@ export type DenyReason =
   | 'no_scope_requested'
   | 'step_up_required';
 
-export type PolicyError = 'unauthorized_client' | 'invalid_grant' | 'invalid_target' | 'invalid_scope' | 'insufficient_user_authentication';
+export type PolicyError = 'invalid_target' | 'invalid_scope' | 'insufficient_user_authentication';
 
 export interface Allow {
   allow: true;
@@ -159,12 +161,6 @@ function decideOne(input: PolicyInput, rules: Rule[], mcp: McpServerFacts | unde
 }
 
 export function decide(input: PolicyInput, rules: Rule[]): Decision {
-  if (!input.client.enabled) {
-    return deny('client_disabled', 'unauthorized_client', `client ${input.client.id} is disabled`, `client ${input.client.id} is disabled`);
-  }
-  if (!input.user.enabled) {
-    return deny('user_disabled', 'invalid_grant', `user ${input.user.sub} is disabled`, 'the subject token\'s user is disabled');
-  }
   if (!input.resourceServer.enabled) {
     return deny('audience_disabled', 'invalid_target', `Resource AS ${input.resourceServer.id} is disabled`, 'the audience is not available');
   }

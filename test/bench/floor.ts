@@ -9,15 +9,14 @@
  */
 import { parseArgs } from 'node:util';
 import type Provider from 'oidc-provider';
-import { recordDecision } from '../../src/audit/index.ts';
+import { recordOutcome } from '../../src/audit/index.ts';
 import { now } from '../../src/db/index.ts';
-import { CheckList, DECISION_CHECKS, REQUEST_CHECKS } from '../../src/exchange/checks.ts';
-import { idJagClaims, mintIdJag } from '../../src/exchange/mint.ts';
-import { ID_TOKEN, type ExchangeRequest } from '../../src/exchange/request.ts';
-import { subjectChecks, validateSubject } from '../../src/exchange/subject.ts';
-import { loadRules, resolveTarget } from '../../src/exchange/target.ts';
+import { signingMinter } from '../../src/exchange/mint.ts';
+import { EXCHANGE_STAGES, runExchange, type ExchangeStage } from '../../src/exchange/pipeline.ts';
+import { databasePorts } from '../../src/exchange/ports.ts';
+import { ID_JAG, ID_TOKEN, TOKEN_EXCHANGE, type ExchangeInput } from '../../src/exchange/request.ts';
+import { tokenSubjects } from '../../src/exchange/subject.ts';
 import { activeKey, loadKeySet } from '../../src/oidc/keys.ts';
-import { decide } from '../../src/policy/index.ts';
 import { openSqlite, TODO_AS, TODO_MCP } from './fixtures.ts';
 
 const { values } = parseArgs({
@@ -75,74 +74,41 @@ const keys = await loadKeySet(db);
 // Only the refresh-token path reads the provider; the ID Token path never touches it.
 const provider = undefined as unknown as Provider;
 
-const req: ExchangeRequest = {
-  clientId: 'demo-agent',
-  subjectToken: idToken,
-  subjectTokenType: ID_TOKEN,
-  audience: TODO_AS,
-  resources: [TODO_MCP],
-  scopes: undefined,
+const input: ExchangeInput = {
+  client: { id: 'demo-agent', authMethod: 'client_secret_basic', grantTypes: [TOKEN_EXCHANGE], enabled: true },
+  params: { requested_token_type: ID_JAG, subject_token: idToken, subject_token_type: ID_TOKEN, audience: TODO_AS, resource: TODO_MCP },
+  credentialsInBody: false,
+};
+const ports = {
+  ...databasePorts(db),
+  subjects: tokenSubjects({ issuer, keys, provider }),
+  minter: signingMinter(() => activeKey(keys, 'id_jag')),
+  issuer,
+  clock: now,
 };
 
-type Step = 'checks' | 'subject' | 'target' | 'rules' | 'decide' | 'mint' | 'audit';
-const STEPS: Step[] = ['checks', 'subject', 'target', 'rules', 'decide', 'mint', 'audit'];
+type Step = ExchangeStage | 'audit';
+const STEPS: Step[] = [...EXCHANGE_STAGES, 'audit'];
 
-/** One exchange, as the grant runs it; `times` (optional) collects µs per step. */
+/** One exchange, as the grant runs it (the pipeline, then the audit row); `times` (optional) collects µs per step. */
 async function exchangeOnce(times?: Record<Step, number>): Promise<string> {
   const started = performance.now();
   let t = started;
-  const lap = (step: Step) => {
-    if (!times) return;
-    const n = performance.now();
-    times[step] += (n - t) * 1000;
-    t = n;
+  let current: Step | undefined;
+  const lap = (next: Step | 'end') => {
+    if (times && current) times[current] += (performance.now() - t) * 1000;
+    t = performance.now();
+    current = next === 'end' ? undefined : next;
   };
-  const at = now();
-  const checks = new CheckList(REQUEST_CHECKS);
-  for (const c of REQUEST_CHECKS) checks.pass(c.name);
-  checks.plan(subjectChecks(req.subjectTokenType));
-  checks.plan(DECISION_CHECKS);
-  lap('checks');
-  const subject = await validateSubject(req, checks, { db, issuer, keys, provider, now: at });
-  lap('subject');
-  const target = await resolveTarget(db, checks, req.audience, req.resources);
-  lap('target');
-  const rules = await loadRules(db, req.clientId, target.resourceServer.id);
-  lap('rules');
-  const decision = decide({
-    client: { id: req.clientId, enabled: true },
-    user: { sub: subject.user.sub, enabled: !subject.user.disabled, groups: subject.groups },
-    resourceServer: target.resourceServer,
-    mcpServers: target.mcpServers,
-    ...(subject.authTime !== undefined ? { authTime: subject.authTime } : {}),
-    now: at,
-  }, rules);
-  if (!decision.allow) throw new Error(`floor: the policy denied the exchange: ${decision.explanation}`);
-  checks.pass('policy', decision.explanation);
-  checks.pass('scope', decision.scopes.join(' '));
-  checks.pass('step_up');
-  lap('decide');
-  const claims = idJagClaims(issuer, subject, target.resourceServer.issuer, req.resources, decision);
-  const minted = await mintIdJag(activeKey(keys, 'id_jag'), claims, decision.lifetime, at);
-  checks.pass('issue', `jti ${minted.jti}, expires ${new Date(minted.exp * 1000).toISOString()}`);
-  lap('mint');
-  await recordDecision(db, {
-    requestId: 'bench-floor',
-    clientId: req.clientId,
-    subjectTokenType: req.subjectTokenType,
-    audience: req.audience,
-    resources: req.resources,
-    sub: subject.user.sub,
-    username: subject.user.username,
-    ip: '127.0.0.1',
-    userAgent: 'bench-floor',
-    decision: 'issued', reason: 'issued', explanation: decision.explanation,
-    scopesGranted: decision.scopes, ruleIds: decision.ruleIds, jti: minted.jti, exp: minted.exp,
-    checks: checks.record,
-    durationMs: performance.now() - started,
-  });
+  const result = await runExchange(input, { ...ports, stage: lap });
+  if (result.outcome.kind !== 'issued') throw new Error(`floor: the exchange was not issued: ${result.record.explanation}`);
   lap('audit');
-  return minted.jwt;
+  await recordOutcome(db, {
+    requestId: 'bench-floor', clientId: input.client.id, subjectTokenType: ID_TOKEN, audience: TODO_AS, resources: [TODO_MCP],
+    ip: '127.0.0.1', userAgent: 'bench-floor', ...result.record, durationMs: performance.now() - started,
+  });
+  lap('end');
+  return result.outcome.minted.jwt!;
 }
 
 async function loop(seconds: number, times?: Record<Step, number>) {

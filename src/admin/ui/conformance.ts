@@ -2,7 +2,6 @@ import type { Context } from 'koa';
 import { z } from 'zod';
 import { formatAsReport, runAsConformance, type AsConformanceReport, type CaseResult } from '../../conformance/as-kit.ts';
 import { idjagConformanceIdp } from '../../conformance/idjag-idp.ts';
-import { DEMO_AS_CLIENT } from '../../demo/seeded.ts';
 import { Scope } from '../fields.ts';
 import { fieldErrors, Form, issuesOf, type FieldErrors } from './forms.ts';
 import { adminOf, page, type UiDeps, type UiRouter } from './page.ts';
@@ -68,6 +67,7 @@ function localDemo(deps: UiDeps): () => Promise<Defaults | undefined> {
   let found: Defaults | undefined;
   return async () => {
     if (found) return found;
+    if (!deps.demoAsClientId) return undefined;
     const issuer = new URL(deps.issuer);
     const base = issuer.pathname.replace(/\/+$/, '');
     const asIssuer = `${issuer.origin}${base}/demo/as`;
@@ -79,7 +79,7 @@ function localDemo(deps: UiDeps): () => Promise<Defaults | undefined> {
       const doc = await res.json() as { resource?: unknown; authorization_servers?: unknown; scopes_supported?: unknown };
       if (typeof doc.resource !== 'string' || !Array.isArray(doc.authorization_servers) || !doc.authorization_servers.includes(asIssuer)) return undefined;
       const scopes = Array.isArray(doc.scopes_supported) ? doc.scopes_supported.filter((s): s is string => typeof s === 'string') : [];
-      found = { token_endpoint: reachable(deps, `${asIssuer}/token`), issuer: asIssuer, client_id: DEMO_AS_CLIENT.clientId, resource: doc.resource, scope: scopes.join(' ') };
+      found = { token_endpoint: reachable(deps, `${asIssuer}/token`), issuer: asIssuer, client_id: deps.demoAsClientId, resource: doc.resource, scope: scopes.join(' ') };
       return found;
     } catch {
       return undefined;

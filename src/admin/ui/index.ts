@@ -3,7 +3,7 @@ import Router from '@koa/router';
 import type { Context, Next } from 'koa';
 import { csrfToken, requireCsrf } from '../../web/csrf.ts';
 import { ADMIN_API_PREFIX } from '../api.ts';
-import { AdminError } from '../errors.ts';
+import { classify, HttpError } from '../../web/errors.ts';
 import { auditRoutes } from './audit.ts';
 import { clientRoutes } from './clients.ts';
 import { conformanceRoutes } from './conformance.ts';
@@ -31,23 +31,22 @@ const chain = (...stack: Middleware[]) => (ctx: Context, next: Next): Promise<un
 const isUiPath = (path: string) => (path === ADMIN_UI_PREFIX || path.startsWith(`${ADMIN_UI_PREFIX}/`))
   && path !== ADMIN_API_PREFIX && !path.startsWith(`${ADMIN_API_PREFIX}/`);
 
-/** Errors become pages: what the admin can fix says so (400, 404, 409); anything else is logged and a plain 500. */
+/** Errors become pages: what the admin can fix says so (400, 404, 409); a fault is logged and a plain 500. */
 function errorPages(deps: UiDeps): Middleware {
   return async (ctx, next) => {
     try {
       await next();
     } catch (err) {
-      const e = err as { status?: number; expose?: boolean; message?: string };
-      const known = err instanceof AdminError || (e.expose === true && typeof e.status === 'number' && e.status < 500);
-      if (!known) deps.log.error({ err, reqId: ctx.state.requestId }, 'admin UI request failed');
-      ctx.status = known ? e.status ?? 400 : 500;
+      const c = classify(err);
+      if (c.fault) deps.log.error({ err, reqId: ctx.state.requestId }, 'admin UI request failed');
+      ctx.status = c.status;
       ctx.type = 'html';
       ctx.body = deps.render('admin/error', {
-        title: ctx.status === 404 ? 'Not found' : known ? 'Request refused' : 'Something went wrong',
+        title: c.status === 404 ? 'Not found' : c.fault ? 'Something went wrong' : 'Request refused',
         wide: true,
         admin: ctx.state.adminUser,
         csrf: ctx.state.adminUser ? csrfToken(ctx) : undefined,
-        message: known ? e.message : 'An unexpected error occurred. It has been logged.',
+        message: c.fault ? 'An unexpected error occurred. It has been logged.' : c.message,
       });
     }
   };
@@ -80,7 +79,7 @@ const forms = bodyParser({
   formLimit: '64kb',
   onError(err) {
     const status = (err as { status?: number }).status === 413 ? 413 : 400;
-    throw Object.assign(new Error(status === 413 ? 'The form is larger than 64 KB.' : 'The form could not be read.'), { status, expose: true });
+    throw new HttpError(status, status === 413 ? 'The form is larger than 64 KB.' : 'The form could not be read.');
   },
 });
 
@@ -109,7 +108,7 @@ function pages(deps: UiDeps): Router {
 export function adminUiMiddleware(deps: UiDeps) {
   const open = signInRoutes(deps);
   const router = pages(deps);
-  const notFound: Middleware = () => { throw Object.assign(new Error('There is no admin page at this address.'), { status: 404, expose: true }); };
+  const notFound: Middleware = () => { throw new HttpError(404, 'There is no admin page at this address.'); };
   const stack = chain(
     errorPages(deps),
     async (ctx, next) => {

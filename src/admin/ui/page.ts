@@ -20,6 +20,8 @@ export interface UiDeps {
   render: Render;
   provider: () => Provider;
   reloadKeys: () => Promise<unknown>;
+  /** when this node serves the demo parties: the demo agent's client id at the demo Resource AS (the conformance kit's defaults) */
+  demoAsClientId?: string | undefined;
 }
 
 export type UiRouter = Router;
@@ -27,11 +29,11 @@ export type UiRouter = Router;
 export const NAV = ['dashboard', 'rules', 'clients', 'servers', 'users', 'groups', 'audit', 'changes', 'simulate', 'conformance', 'keys'] as const;
 export type Section = (typeof NAV)[number];
 
-export const adminOf = (ctx: Context): AdminUser => ctx.state.adminUser as AdminUser;
+export const adminOf = (ctx: Context): AdminUser => ctx.state.adminUser!;
 
 /** Changes made through the UI are recorded as `user:<username>`, with the request that made them. */
 export function actorOf(ctx: Context): Actor {
-  return { actor: `user:${adminOf(ctx).username}`, requestId: typeof ctx.state.requestId === 'string' ? ctx.state.requestId : undefined };
+  return { actor: `user:${adminOf(ctx).username}`, requestId: ctx.state.requestId };
 }
 
 export const param = (ctx: Context, name: string): string => (ctx as unknown as { params: Record<string, string> }).params[name]!;

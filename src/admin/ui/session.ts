@@ -1,5 +1,6 @@
 import type { Context } from 'koa';
 import { now, type DB } from '../../db/index.ts';
+import { findEnabledMember } from '../../db/users.ts';
 import type { PendingSignIn } from './sign-in.ts';
 
 /**
@@ -62,11 +63,7 @@ function sessionSub(ctx: Context): string | undefined {
 
 /** Whether this user may use the admin UI now: enabled, and a member of the admins group. */
 export async function findAdmin(db: DB, sub: string): Promise<AdminUser | undefined> {
-  const row = await db.selectFrom('users').innerJoin('group_members', 'group_members.user_sub', 'users.sub')
-    .select(['users.sub', 'users.username', 'users.name'])
-    .where('users.sub', '=', sub).where('users.disabled', '=', 0).where('group_members.group_name', '=', ADMIN_GROUP)
-    .executeTakeFirst();
-  return row;
+  return findEnabledMember(db, sub, ADMIN_GROUP);
 }
 
 export type SessionState = { kind: 'none' } | { kind: 'admin'; user: AdminUser } | { kind: 'forbidden'; sub: string };
@@ -114,4 +111,11 @@ export function safeNext(value: unknown, fallback = '/admin'): string {
   const url = new URL(value, 'http://idjag.invalid');
   if (url.origin !== 'http://idjag.invalid' || !/^\/admin(\/|$)/.test(url.pathname)) return fallback;
   return `${url.pathname}${url.search}`;
+}
+
+declare module 'koa' {
+  interface DefaultState {
+    /** the admin UI's signed-in admin, re-checked on every request */
+    adminUser?: AdminUser;
+  }
 }

@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createLocalJWKSet, jwtVerify } from 'jose';
 import { now, type DB } from '../../db/index.ts';
+import { findClientRow } from '../../db/clients.ts';
 import { loadKeySet } from '../../oidc/keys.ts';
 import { generateSecret, hashSecret } from '../../oidc/secrets.ts';
 import { canonical, diff, recordChanges } from '../changes.ts';
@@ -61,7 +62,7 @@ async function storedSecret(db: DB): Promise<StoredSecret> {
 export async function ensureAdminUiClient(db: DB, issuer: string): Promise<string> {
   const { secret, hash } = await storedSecret(db);
   const wanted = adminUiClient(issuer);
-  const row = await db.selectFrom('clients').select('secret_hash').where('client_id', '=', ADMIN_UI_CLIENT_ID).executeTakeFirst();
+  const row = await findClientRow(db, ADMIN_UI_CLIENT_ID);
   const current = await findClient(db, ADMIN_UI_CLIENT_ID);
   const before = current && clientState(current);
   if (before && canonical(before) === canonical(wanted) && row?.secret_hash === hash) return secret;

@@ -1,15 +1,19 @@
 import { createHash } from 'node:crypto';
 import type { Context, Next } from 'koa';
-import { errors, type KoaContextWithOIDC } from 'oidc-provider';
+import type { KoaContextWithOIDC } from 'oidc-provider';
 import type { Logger } from 'pino';
 import { RateLimiterPostgres, RateLimiterRes, RateLimiterSQLite, type RateLimiterStoreAbstract } from 'rate-limiter-flexible';
 import type { Config } from '../config/index.ts';
 import { withStatementCache, type Database, type DB, type SqliteDatabase } from '../db/index.ts';
+import { accountKey } from '../oidc/accounts.ts';
 import type { ClientAuthGate, ClientAuthVerdict } from '../oidc/client-auth.ts';
+import type { SignInThrottle } from '../oidc/interactions.ts';
 import type { GrantWrapper } from '../oidc/provider.ts';
+import { OAuthError } from '../web/errors.ts';
+import type { Throttled } from '../web/state.ts';
 
 /**
- * Throttling (issue 7), on rate-limiter-flexible: sign-in brute force per account and per IP, and request
+ * Throttling, on rate-limiter-flexible: sign-in brute force per account and per IP, and request
  * rates per client at the token endpoint. Counters live in the database, not in memory, so every node of a
  * deployment sees the same ones: the library's RateLimiterSQLite over the connection kysely uses, or its
  * RateLimiterPostgres over kysely's pool, both on the `rate_limits` table (migration 0007, which both
@@ -94,8 +98,6 @@ async function take(limiter: RateLimiterStoreAbstract, key: string): Promise<Tak
 // ---------------------------------------------------------------------------------------------------------
 // Sign-in
 
-/** The account a sign-in attempt counts against: the username trimmed and case-folded, whether or not it exists. */
-export const accountKey = (username: string): string => username.trim().normalize('NFKC').toLowerCase();
 
 export type LoginVerdict =
   /** `attempt`: this attempt's number since the account's last success (0 when accounts are not throttled) */
@@ -119,7 +121,7 @@ const IP_WINDOW = 3600;
  *
  * A refused attempt is answered before any password check, and the same way whether or not the account exists.
  */
-export class LoginThrottle {
+export class LoginThrottle implements SignInThrottle {
   readonly #attempts: RateLimiterStoreAbstract | undefined;
   readonly #blocks: RateLimiterStoreAbstract | undefined;
   readonly #ip: RateLimiterStoreAbstract | undefined;
@@ -171,18 +173,6 @@ export class LoginThrottle {
 
 // ---------------------------------------------------------------------------------------------------------
 // Token endpoint
-
-/** What a throttled token request left in `ctx.state.throttled`, for the exchange's audit row. */
-export interface Throttled {
-  /** which limit refused it: failed client authentications (before the secret was looked at) or token requests (after) */
-  limit: 'client_authentication' | 'token';
-  retryAfter: number;
-  description: string;
-  /** for the audit log */
-  explanation: string;
-}
-
-export const throttledRequest = (ctx: { state: Record<string, unknown> }): Throttled | undefined => ctx.state.throttled as Throttled | undefined;
 
 const TOKEN_WINDOW = 60;
 
@@ -254,8 +244,7 @@ export class TokenThrottle {
     const explanation = `${key} is over its limit of ${limiter.points} token requests per minute; told to retry after ${retryAfter} s`;
     ctx.state.throttled = { limit: 'token', retryAfter, description, explanation } satisfies Throttled;
     ctx.set('Retry-After', String(retryAfter));
-    const err = new errors.CustomOIDCProviderError('temporarily_unavailable', description);
-    throw Object.assign(err, { status: 429, statusCode: 429 });
+    throw new OAuthError('temporarily_unavailable', description, 429);
   }
 }
 

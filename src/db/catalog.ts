@@ -1,0 +1,81 @@
+import type { McpServerFacts, Rule, Subjects } from '../policy/index.ts';
+import type { DB, Schema } from './index.ts';
+import { prepared } from './prepared.ts';
+import type { McpServersTable, PolicyRulesTable, ResourceServersTable } from './schema.ts';
+
+/**
+ * The catalog as the token exchange and the admin read it: Resource ASes (by issuer or alias), their MCP
+ * servers (by resource identifier), and the policy rules of one client for one Resource AS. The exchange's
+ * lookups are prepared once: they run on every token request.
+ */
+
+export interface ResourceServerFacts {
+  id: string;
+  issuer: string;
+  name: string;
+  enabled: boolean;
+}
+
+export interface McpServerRecord extends McpServerFacts {
+  resourceServerId: string;
+}
+
+const resourceServerByAudience = prepared<Schema, { audience: string }, Pick<ResourceServersTable, 'id' | 'issuer' | 'name' | 'enabled'>>((db, p) =>
+  db.selectFrom('resource_servers').select(['id', 'issuer', 'name', 'enabled'])
+    .where((eb) => eb.or([
+      eb('issuer', '=', p('audience')),
+      eb('id', '=', eb.selectFrom('resource_server_aliases').select('resource_server_id').where('alias', '=', p('audience'))),
+    ])));
+
+/** The Resource AS an audience names: its issuer identifier, or one of its aliases. */
+export async function findResourceServer(db: DB, audience: string): Promise<ResourceServerFacts | undefined> {
+  const row = (await resourceServerByAudience(db, { audience }))[0];
+  return row && { ...row, enabled: Boolean(row.enabled) };
+}
+
+type McpRow = Pick<McpServersTable, 'id' | 'resource' | 'resource_server_id' | 'scopes' | 'enabled'>;
+const MCP_COLUMNS = ['id', 'resource', 'resource_server_id', 'scopes', 'enabled'] as const;
+// One resource is the common case (the MCP profile sends exactly one): that query is prepared once.
+const mcpServerByResource = prepared<Schema, { resource: string }, McpRow>((db, p) =>
+  db.selectFrom('mcp_servers').select(MCP_COLUMNS).where('resource', '=', p('resource')));
+
+/** The MCP servers with these resource identifiers (those that exist). */
+export async function findMcpServers(db: DB, resources: readonly string[]): Promise<McpServerRecord[]> {
+  if (resources.length === 0) return [];
+  const rows: McpRow[] = resources.length === 1
+    ? await mcpServerByResource(db, { resource: resources[0]! })
+    : await db.selectFrom('mcp_servers').select(MCP_COLUMNS).where('resource', 'in', [...resources]).execute();
+  return rows.map((r) => ({ id: r.id, resource: r.resource, resourceServerId: r.resource_server_id, scopes: JSON.parse(r.scopes) as string[], enabled: Boolean(r.enabled) }));
+}
+
+/** A stored rule as the policy engine reads it. */
+export function toRule(row: PolicyRulesTable): Rule {
+  const list = JSON.parse(row.subjects) as string[];
+  const subjects: Subjects = row.subject_kind === 'groups' ? { kind: 'groups', groups: list }
+    : row.subject_kind === 'users' ? { kind: 'users', subs: list } : { kind: 'everyone' };
+  return {
+    id: row.id,
+    clientId: row.client_id,
+    resourceServerId: row.resource_server_id,
+    mcpServerId: row.mcp_server_id,
+    subjects,
+    scopes: JSON.parse(row.scopes) as string[],
+    defaultScopes: JSON.parse(row.default_scopes) as string[],
+    rsClientId: row.rs_client_id,
+    lifetime: row.lifetime,
+    maxAuthAge: row.max_auth_age,
+    enabled: Boolean(row.enabled),
+  };
+}
+
+const rulesByClientTarget = prepared<Schema, { clientId: string; resourceServerId: string }, PolicyRulesTable>((db, p) =>
+  db.selectFrom('policy_rules').selectAll()
+    .where('client_id', '=', p('clientId')).where('resource_server_id', '=', p('resourceServerId')));
+
+/**
+ * The candidate rules: every rule of this client for this Resource AS (disabled ones too, so the decision can
+ * say why). One indexed lookup on (client_id, resource_server_id), whatever the size of the table.
+ */
+export async function rulesFor(db: DB, clientId: string, resourceServerId: string): Promise<Rule[]> {
+  return (await rulesByClientTarget(db, { clientId, resourceServerId })).map(toRule);
+}

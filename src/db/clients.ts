@@ -1,0 +1,25 @@
+import type { DB, Schema } from './index.ts';
+import { prepared } from './prepared.ts';
+import type { ClientsTable } from './schema.ts';
+
+/**
+ * Reading OAuth clients, for every part (the provider's adapter, sign-in pages, the simulator, the client
+ * diagnostics view). The admin's domain layer (src/admin/clients.ts) is the one writer.
+ */
+
+export type ClientRow = Pick<ClientsTable, 'client_id' | 'metadata' | 'secret_hash' | 'first_party' | 'disabled'>;
+const CLIENT = ['client_id', 'metadata', 'secret_hash', 'first_party', 'disabled'] as const;
+
+// The provider reads the client on every token request: prepared once.
+const enabledClientById = prepared<Schema, { id: string }, Pick<ClientsTable, 'metadata' | 'secret_hash'>>((db, p) =>
+  db.selectFrom('clients').select(['metadata', 'secret_hash']).where('client_id', '=', p('id')).where('disabled', '=', 0));
+
+/** An enabled client's metadata and secret hash: what the provider may authenticate. */
+export async function findEnabledClient(db: DB, clientId: string): Promise<Pick<ClientsTable, 'metadata' | 'secret_hash'> | undefined> {
+  return (await enabledClientById(db, { id: clientId }))[0];
+}
+
+/** A client as stored, enabled or not. */
+export async function findClientRow(db: DB, clientId: string): Promise<ClientRow | undefined> {
+  return db.selectFrom('clients').select(CLIENT).where('client_id', '=', clientId).executeTakeFirst();
+}

@@ -1,0 +1,54 @@
+import type { DB, Schema } from './index.ts';
+import { prepared } from './prepared.ts';
+import type { UsersTable } from './schema.ts';
+
+/**
+ * Reading users and their groups, for every part (the provider's accounts and sign-in, the token exchange,
+ * the admin). The admin's domain layer (src/admin/users.ts, groups.ts) is the one writer.
+ */
+
+export type User = Pick<UsersTable, 'sub' | 'username' | 'email' | 'email_verified' | 'name' | 'disabled'>;
+const USER = ['sub', 'username', 'email', 'email_verified', 'name', 'disabled'] as const;
+
+// Both run on every token exchange: prepared once.
+const userBySub = prepared<Schema, { sub: string }, User>((db, p) => db.selectFrom('users').select(USER).where('sub', '=', p('sub')));
+const groupsBySub = prepared<Schema, { sub: string }, { group_name: string }>((db, p) => db.selectFrom('group_members')
+  .select('group_name').where('user_sub', '=', p('sub')).orderBy('group_name'));
+
+export async function findUserBySub(db: DB, sub: string): Promise<User | undefined> {
+  return (await userBySub(db, { sub }))[0];
+}
+
+export async function groupsOf(db: DB, sub: string): Promise<string[]> {
+  return (await groupsBySub(db, { sub })).map((r) => r.group_name);
+}
+
+/** For a password check: the user and their password hash. */
+export async function findUserWithPassword(db: DB, username: string): Promise<(User & { password_hash: string | null }) | undefined> {
+  return db.selectFrom('users').select([...USER, 'password_hash']).where('username', '=', username).executeTakeFirst();
+}
+
+/** A user named by username or by sub, as admins type them. */
+export async function findUserByName(db: DB, usernameOrSub: string): Promise<User | undefined> {
+  return db.selectFrom('users').select(USER)
+    .where((eb) => eb.or([eb('username', '=', usernameOrSub), eb('sub', '=', usernameOrSub)])).executeTakeFirst();
+}
+
+/** The subs of these usernames (those that exist). */
+export async function subsOf(db: DB, usernames: readonly string[]): Promise<{ sub: string; username: string }[]> {
+  return usernames.length ? db.selectFrom('users').select(['sub', 'username']).where('username', 'in', [...usernames]).execute() : [];
+}
+
+/** The usernames of these subs (those that exist), by sub. */
+export async function usernamesOf(db: DB, subs: readonly string[]): Promise<Map<string, string>> {
+  if (!subs.length) return new Map();
+  return new Map((await db.selectFrom('users').select(['sub', 'username']).where('sub', 'in', [...subs]).execute()).map((x) => [x.sub, x.username]));
+}
+
+/** The user, if enabled and a member of `group`. */
+export async function findEnabledMember(db: DB, sub: string, group: string): Promise<Pick<User, 'sub' | 'username' | 'name'> | undefined> {
+  return db.selectFrom('users').innerJoin('group_members', 'group_members.user_sub', 'users.sub')
+    .select(['users.sub', 'users.username', 'users.name'])
+    .where('users.sub', '=', sub).where('users.disabled', '=', 0).where('group_members.group_name', '=', group)
+    .executeTakeFirst();
+}

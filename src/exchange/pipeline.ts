@@ -1,0 +1,168 @@
+import type { DecisionRecord } from '../audit/index.ts';
+import type { User } from '../db/users.ts';
+import { decide, type Allow, type Deny, type Rule } from '../policy/index.ts';
+import { CheckList, DECISION_CHECKS, ExchangeRejection, REQUEST_CHECKS } from './checks.ts';
+import { lintRequest, lintTarget, type Warning } from './lint.ts';
+import { idJagClaims, type IdJagClaims, type Minted, type Minter } from './mint.ts';
+import { parseRequest, type ExchangeInput, type ExchangeRequest } from './request.ts';
+import type { Subject, SubjectSource } from './subject.ts';
+import { resolveTarget, type Catalog, type Target } from './target.ts';
+
+/**
+ * The token exchange, once: request → subject → target → policy → mint, each step a named check. The
+ * provider's grant, the recorder of refusals before the grant and the admin's simulator are adapters around
+ * this one function, so what an admin simulates is by construction what a client gets. It decides and
+ * reports; it writes nothing (the adapters record the outcome) and answers no one.
+ */
+
+/** Who the users are now: re-read on every exchange, so a disabled user stops at once. */
+export interface Directory {
+  user(sub: string): Promise<User | undefined>;
+  groups(sub: string): Promise<string[]>;
+}
+
+export interface RuleSource {
+  /** the candidate rules of this client for this Resource AS, disabled ones too */
+  rulesFor(clientId: string, resourceServerId: string): Promise<Rule[]>;
+}
+
+/** The steps, for whoever measures them (src/metrics). */
+export const EXCHANGE_STAGES = ['request', 'subject', 'target', 'policy', 'mint'] as const;
+export type ExchangeStage = (typeof EXCHANGE_STAGES)[number];
+
+export interface ExchangePorts {
+  subjects: SubjectSource;
+  directory: Directory;
+  catalog: Catalog;
+  rules: RuleSource;
+  minter: Minter;
+  issuer: string;
+  /** epoch seconds */
+  clock: () => number;
+  /** told when each stage begins (the previous one then ended) and when the pipeline ends */
+  stage?: (name: ExchangeStage | 'end') => void;
+}
+
+export type Outcome =
+  | { kind: 'issued'; request: ExchangeRequest; subject: Subject; target: Target; decision: Allow; claims: IdJagClaims; minted: Minted }
+  | { kind: 'denied'; rejection: ExchangeRejection }
+  /** a port failed (the database, the signer): nothing was decided, nothing may be issued */
+  | { kind: 'failed'; error: unknown };
+
+/** What the audit row says beyond the request's own facts: the decision and what it found on the way. */
+export type DecisionFields = Pick<DecisionRecord, 'decision' | 'reason' | 'explanation' | 'error' | 'sub' | 'username' | 'scopesGranted' | 'ruleIds' | 'jti' | 'exp' | 'checks' | 'warnings'>;
+
+export interface ExchangeResult {
+  checks: CheckList;
+  outcome: Outcome;
+  record: DecisionFields;
+}
+
+/** Which check a policy denial fails, and the checks the engine got past before it. */
+function denialCheck(d: Deny): { check: string; passed: string[] } {
+  switch (d.reason) {
+    case 'audience_disabled': return { check: 'audience', passed: [] };
+    case 'resource_disabled': return { check: 'resource', passed: [] };
+    case 'scope_not_allowed':
+    case 'no_scope_requested': return { check: 'scope', passed: ['policy'] };
+    case 'step_up_required': return { check: 'step_up', passed: ['policy', 'scope'] };
+    default: return { check: 'policy', passed: [] };
+  }
+}
+
+/** The user check: the subject token's user still exists and is enabled. */
+async function subjectOf(ports: ExchangePorts, checks: CheckList, req: ExchangeRequest, now: number): Promise<Subject> {
+  const found = await ports.subjects.identify(req, checks, now);
+  const user = await ports.directory.user(found.sub);
+  if (!user) checks.fail('user', 'the subject token\'s user no longer exists', { explanation: `user ${found.sub} does not exist`, reason: 'user_unknown' });
+  if (user.disabled) checks.fail('user', 'the subject token\'s user is disabled', { explanation: `user ${user.username} (${user.sub}) is disabled`, reason: 'user_disabled' });
+  checks.pass('user', user.username);
+  return { user, groups: await ports.directory.groups(user.sub), ...found.auth };
+}
+
+/** The policy check: the engine's decision, filed under the check it concerns. */
+function policyDecision(checks: CheckList, req: ExchangeRequest, subject: Subject, target: Target, rules: Rule[], now: number): Allow {
+  const decision = decide({
+    client: { id: req.clientId },
+    user: { sub: subject.user.sub, groups: subject.groups },
+    resourceServer: target.resourceServer,
+    mcpServers: target.mcpServers,
+    ...(req.scopes ? { requestedScopes: req.scopes } : {}),
+    ...(subject.authTime !== undefined ? { authTime: subject.authTime } : {}),
+    now,
+  }, rules);
+  if (!decision.allow) {
+    const { check, passed } = denialCheck(decision);
+    for (const name of passed) checks.pass(name);
+    checks.fail(check, decision.description, {
+      explanation: decision.explanation, reason: decision.reason, error: decision.error, ruleIds: decision.ruleIds,
+      ...(decision.maxAge !== undefined ? { maxAge: decision.maxAge } : {}),
+    });
+  }
+  checks.pass('policy', 'allowed', decision.explanation);
+  checks.pass('scope', decision.scopes.join(' '));
+  checks.pass('step_up');
+  return decision;
+}
+
+export async function runExchange(input: ExchangeInput, ports: ExchangePorts): Promise<ExchangeResult> {
+  const checks = new CheckList(REQUEST_CHECKS);
+  const now = ports.clock();
+  const record: Partial<DecisionFields> = {};
+  let warnings: Warning[] = [];
+  const stage = ports.stage ?? (() => {});
+  try {
+    stage('request');
+    const req = parseRequest(input, checks);
+    warnings = lintRequest(input, req);
+    checks.plan(ports.subjects.checks(req.subjectTokenType));
+    checks.plan(DECISION_CHECKS);
+
+    stage('subject');
+    const subject = await subjectOf(ports, checks, req, now);
+    record.sub = subject.user.sub;
+    record.username = subject.user.username;
+
+    stage('target');
+    const target = await resolveTarget(ports.catalog, checks, req.audience, req.resources);
+    warnings = [...warnings, ...lintTarget(req, target)];
+    const rules = await ports.rules.rulesFor(req.clientId, target.resourceServer.id);
+
+    stage('policy');
+    const decision = policyDecision(checks, req, subject, target, rules, now);
+
+    stage('mint');
+    const claims = idJagClaims(ports.issuer, subject, target.resourceServer.issuer, req.resources, decision);
+    const minted = await ports.minter.mint(claims, decision.lifetime, now);
+    checks.pass('issue', ports.minter.describe(minted));
+    return {
+      checks,
+      outcome: { kind: 'issued', request: req, subject, target, decision, claims, minted },
+      record: {
+        ...record, decision: 'issued', reason: 'issued', explanation: decision.explanation,
+        scopesGranted: decision.scopes, ruleIds: decision.ruleIds, jti: minted.jti, exp: minted.exp, checks: checks.record, warnings,
+      },
+    };
+  } catch (err) {
+    if (!(err instanceof ExchangeRejection)) {
+      return {
+        checks,
+        outcome: { kind: 'failed', error: err },
+        record: {
+          ...record, decision: 'error', reason: 'internal_error', error: 'temporarily_unavailable',
+          explanation: `the exchange failed: ${err instanceof Error ? err.message : String(err)}`, checks: checks.record, warnings,
+        },
+      };
+    }
+    return {
+      checks,
+      outcome: { kind: 'denied', rejection: err },
+      record: {
+        ...record, decision: 'denied', reason: err.reason, explanation: err.explanation, error: err.error,
+        ...(err.ruleIds.length ? { ruleIds: err.ruleIds } : {}), checks: checks.record, warnings,
+      },
+    };
+  } finally {
+    stage('end');
+  }
+}
