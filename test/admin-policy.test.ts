@@ -2,6 +2,7 @@ import { signIn } from './helpers/browser.ts';
 import { connectAdmin, type AdminClient } from './helpers/admin.ts';
 import { exchange, TODO_ADMIN_MCP, TODO_AS, TODO_MCP } from './helpers/exchange.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
+import { auditCount as countAudit } from './helpers/audit.ts';
 
 let idjag: TestServer;
 let api: AdminClient;
@@ -12,7 +13,7 @@ beforeAll(async () => {
 });
 afterAll(() => idjag.dispose());
 
-const auditCount = async () => Number((await idjag.database.db.selectFrom('audit_log').select((eb) => eb.fn.countAll().as('n')).executeTakeFirstOrThrow()).n);
+const auditCount = () => countAudit(idjag);
 const changesFor = (entityId: string) => idjag.database.db.selectFrom('admin_changes').selectAll().where('entity_id', '=', entityId).orderBy('at').orderBy('id').execute();
 
 const adminRule = {

@@ -9,6 +9,7 @@ import { adminSignIn, AdminUi, fieldError, text, type Page } from './helpers/adm
 import { connectAdmin, type AdminClient } from './helpers/admin.ts';
 import { exchange, TODO_ADMIN_MCP, TODO_AS, TODO_MCP } from './helpers/exchange.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
+import { auditCount as countAudit } from './helpers/audit.ts';
 
 let idjag: TestServer;
 let ui: AdminUi;
@@ -24,7 +25,7 @@ afterAll(() => idjag.dispose());
 const db = () => idjag.database.db;
 const changes = (entityId: string) => db().selectFrom('admin_changes').selectAll().where('entity_id', '=', entityId).orderBy('at').orderBy('id').execute();
 const changeCount = async () => Number((await db().selectFrom('admin_changes').select((eb) => eb.fn.countAll().as('n')).executeTakeFirstOrThrow()).n);
-const auditCount = async () => Number((await db().selectFrom('audit_log').select((eb) => eb.fn.countAll().as('n')).executeTakeFirstOrThrow()).n);
+const auditCount = () => countAudit(idjag);
 const location = (res: Response) => res.headers.get('location');
 
 const salesRule = {

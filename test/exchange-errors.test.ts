@@ -8,6 +8,7 @@ import { decodeJwt, decodeProtectedHeader, generateKeyPair, importJWK, SignJWT, 
 import { authorize, REDIRECT_URI, signIn, tokenRequest, type TokenResponse } from './helpers/browser.ts';
 import { exchange, ID_JAG, ID_TOKEN, REFRESH_TOKEN, TODO_ADMIN_MCP, TODO_AS, TODO_MCP } from './helpers/exchange.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
+import { auditCount as countAudit, lastAuditRows as lastRows } from './helpers/audit.ts';
 
 const PARTNER = { id: 'partner-app', secret: 'partner-app-secret' };
 const SAML2 = 'urn:ietf:params:oauth:token-type:saml2';
@@ -34,8 +35,8 @@ beforeAll(async () => {
 afterAll(() => idjag.dispose());
 
 const db = () => idjag.database.db;
-const auditCount = async () => Number((await db().selectFrom('audit_log').select((eb) => eb.fn.countAll().as('n')).executeTakeFirstOrThrow()).n);
-const lastAuditRows = (n: number) => db().selectFrom('audit_log').selectAll().orderBy('at', 'desc').orderBy('id', 'desc').limit(n).execute();
+const auditCount = () => countAudit(idjag);
+const lastAuditRows = (n: number) => lastRows(idjag, n);
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const nowSec = () => Math.floor(Date.now() / 1000);
 

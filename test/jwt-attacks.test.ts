@@ -15,6 +15,7 @@ import {
 import { basic, signIn, type TokenResponse } from './helpers/browser.ts';
 import { exchange, REFRESH_TOKEN } from './helpers/exchange.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
+import { auditCount as countAudit } from './helpers/audit.ts';
 
 let idjag: TestServer;
 let alice: Awaited<ReturnType<typeof signIn>>;
@@ -52,7 +53,7 @@ afterAll(async () => {
 });
 
 const db = () => idjag.database.db;
-const auditCount = async () => Number((await db().selectFrom('audit_log').select((eb) => eb.fn.countAll().as('n')).executeTakeFirstOrThrow()).n);
+const auditCount = () => countAudit(idjag);
 const issuedCount = async () => Number((await db().selectFrom('audit_log').select((eb) => eb.fn.countAll().as('n')).where('decision', '=', 'issued').executeTakeFirstOrThrow()).n);
 const aliceClaims = () => decodeJwt(alice.tokens.id_token);
 const enc = (o: unknown) => Buffer.from(JSON.stringify(o)).toString('base64url');
