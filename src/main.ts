@@ -18,6 +18,7 @@ import { deleteExpiredPayloads } from './oidc/adapter.ts';
 import { ProviderHost } from './oidc/host.ts';
 import { interactionRoutes } from './oidc/interactions.ts';
 import { ensureSigningKeys, purgeExpiredKeys } from './oidc/keys.ts';
+import { createMetrics } from './metrics/index.ts';
 import { createRateLimits, purgeExpiredRateLimits } from './web/rate-limits.ts';
 import { securityHeaders } from './web/security.ts';
 import { storedCookieKeys } from './web/settings.ts';
@@ -78,13 +79,15 @@ export async function startIdjag(config: Config, options: StartOptions = {}): Pr
     const render = loadViews();
     const secure = issuer.startsWith('https:');
 
+    // Prometheus metrics at /metrics; the parts below report to them through their `observe` ports.
+    const metrics = createMetrics({ database, token: config.metricsToken });
     // Sign-in and token endpoint throttling, counted in the database (see README "Throttling").
-    const limits = createRateLimits(database, config, log);
+    const limits = createRateLimits(database, config, log, metrics.rateLimits);
     const host = await ProviderHost.create({
       wrapGrant: limits.token.wrapGrant,
       db, issuer, cookieKeys, render, log, secure,
       discovery: discoveryMetadata,
-      extend: (provider, keys) => registerTokenExchange(provider, { db, issuer, log, errors: config.errors, keys: () => keys }),
+      extend: (provider, keys) => registerTokenExchange(provider, { db, issuer, log, errors: config.errors, keys: () => keys, observe: metrics.exchange }),
     });
     const app = new Koa({ keys: cookieKeys, proxy: secure && config.production });
     app.silent = true;
@@ -97,18 +100,19 @@ export async function startIdjag(config: Config, options: StartOptions = {}): Pr
       if (ctx.path.startsWith('/assets/') && ctx.method === 'GET') return asset(ctx);
       return next();
     });
+    app.use(metrics.middleware);
     // Steps 3 and 4 of the flow, before the provider so its catch-all never sees their paths.
     const demo = config.demo ? demoParties({ db, issuer, url, log }) : undefined;
     if (demo) app.use(demo.middleware);
     const clientView = clientViewRoutes({ db, render });
     app.use(clientView.routes()).use(clientView.allowedMethods());
-    const interactions = interactionRoutes({ db, render, log, provider: () => host.provider, throttle: limits.login });
+    const interactions = interactionRoutes({ db, render, log, provider: () => host.provider, throttle: limits.login, observe: metrics.signIns });
     app.use(interactions.routes()).use(interactions.allowedMethods());
     // The admin JSON API (bearer tokens, /admin/api) and web UI (admins signed in here, /admin), each with its
     // own body parser on its own routes only.
     app.use(createAdmin({ db, log, issuer, url, render, provider: () => host.provider, reloadKeys: () => host.refreshKeys() }).middleware);
     app.use(limits.token.middleware);
-    app.use(exchangeMiddleware({ db, log, errors: config.errors }));
+    app.use(exchangeMiddleware({ db, log, errors: config.errors, observe: metrics.exchange }));
     app.use(host.middleware);
     server.on('request', app.callback());
 
@@ -235,6 +239,7 @@ function banner(idjag: Idjag): string {
     `  discovery   ${idjag.issuer}/.well-known/openid-configuration`,
     `  jwks        ${idjag.issuer}/jwks`,
     `  health      ${idjag.issuer}/healthz`,
+    `  metrics     ${idjag.issuer}/metrics${idjag.config.metricsToken ? '  (Bearer: the metrics token)' : ''}`,
     `  database    ${idjag.database.location}`,
     `  admin ui    ${idjag.issuer}${ADMIN_UI_PREFIX}  (sign in as a member of the admins group)`,
     `  admin api   ${idjag.issuer}${ADMIN_API_PREFIX}  (Bearer: a client_credentials token with scope admin)`,

@@ -34,6 +34,9 @@ const Settings = z.object({
   loginIpFailures: z.coerce.number().int().min(0).max(1_000_000),
   /** token endpoint requests per minute per authenticated client (and per IP without client authentication); 0: off */
   tokenRateLimit: z.coerce.number().int().min(0).max(10_000_000),
+  /** when set, GET /metrics requires `Authorization: Bearer <this>`; unset, /metrics is open */
+  metricsToken: z.string().min(16, 'the metrics token needs at least 16 characters').max(512)
+    .regex(/^[\x21-\x7e]+$/, 'the metrics token must be printable ASCII without spaces').optional(),
 });
 
 export type Config = z.infer<typeof Settings>;
@@ -55,6 +58,7 @@ const flags = {
   'login-account-block-max': { type: 'string' },
   'login-ip-failures': { type: 'string' },
   'token-rate-limit': { type: 'string' },
+  'metrics-token': { type: 'string' },
 } as const;
 
 export class ConfigError extends Error {}
@@ -84,6 +88,7 @@ export function loadConfig(
     loginAccountBlockMax: values['login-account-block-max'] ?? env.IDJAG_LOGIN_ACCOUNT_BLOCK_MAX ?? '900',
     loginIpFailures: values['login-ip-failures'] ?? env.IDJAG_LOGIN_IP_FAILURES ?? '100',
     tokenRateLimit: values['token-rate-limit'] ?? env.IDJAG_TOKEN_RATE_LIMIT ?? '600',
+    metricsToken: values['metrics-token'] ?? (env.IDJAG_METRICS_TOKEN || undefined),
     errors: values.errors ?? env.IDJAG_ERRORS ?? ((values.production ?? env.NODE_ENV === 'production') ? 'minimal' : 'verbose'),
     ...overrides,
   };

@@ -1,12 +1,13 @@
 import { errors, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Logger } from 'pino';
-import { recordDecision, type DecisionRecord } from '../audit/index.ts';
+import type { DecisionRecord } from '../audit/index.ts';
 import { now, type DB } from '../db/index.ts';
 import { activeKey, type KeySet } from '../oidc/keys.ts';
 import { decide, type Deny } from '../policy/index.ts';
 import { CheckList, DECISION_CHECKS, describeFailure, ExchangeRejection, REQUEST_CHECKS, type ErrorDetail } from './checks.ts';
 import { lintRequest, lintTarget, type Warning } from './lint.ts';
 import { idJagClaims, mintIdJag } from './mint.ts';
+import { auditDecision, registeredClient, stageClock, type ExchangeObserver } from './observe.ts';
 import { ID_JAG, parseRequest, requestFacts, PARAMETERS, REPEATABLE, TOKEN_EXCHANGE } from './request.ts';
 import { subjectChecks, validateSubject } from './subject.ts';
 import { loadRules, resolveTarget } from './target.ts';
@@ -22,6 +23,8 @@ export interface ExchangeDeps {
   /** how much error_description says (verbose in development, minimal in production) */
   errors: ErrorDetail;
   keys: () => KeySet;
+  /** measurements (src/metrics): how long each stage took, and each decision as its audit row is written */
+  observe?: ExchangeObserver | undefined;
 }
 
 /** Per-request state the audit guard reads after the provider has answered. */
@@ -82,26 +85,32 @@ export function tokenExchangeHandler(deps: ExchangeDeps) {
     const checks: CheckList = new CheckList(REQUEST_CHECKS);
     const at = now();
     const record = recordBase(ctx);
+    const stages = stageClock(deps.observe);
     const audit = async (r: Pick<DecisionRecord, 'decision' | 'reason' | 'explanation'> & Partial<DecisionRecord>) => {
-      await recordDecision(deps.db, { ...record, ...r, checks: checks.record, durationMs: performance.now() - state.started });
+      stages.begin('audit');
+      await auditDecision(deps, { ...record, ...r, checks: checks.record, durationMs: performance.now() - state.started }, registeredClient(ctx.oidc), state.started);
       state.audited = true;
     };
 
     let response: Record<string, unknown>;
     try {
+      stages.begin('request');
       checks.pass('request_syntax');
       const req = parseRequest(ctx, checks);
       record.warnings = lintRequest(ctx, req);
       checks.plan(subjectChecks(req.subjectTokenType));
       checks.plan(DECISION_CHECKS);
       const keys = deps.keys();
+      stages.begin('subject');
       const subject = await validateSubject(req, checks, { db: deps.db, issuer: deps.issuer, keys, provider: ctx.oidc.provider, now: at });
       record.sub = subject.user.sub;
       record.username = subject.user.username;
 
+      stages.begin('target');
       const target = await resolveTarget(deps.db, checks, req.audience, req.resources);
       record.warnings = [...record.warnings, ...lintTarget(req, target)];
       const rules = await loadRules(deps.db, req.clientId, target.resourceServer.id);
+      stages.begin('policy');
       const decision = decide({
         client: { id: req.clientId, enabled: true },
         user: { sub: subject.user.sub, enabled: !subject.user.disabled, groups: subject.groups },
@@ -125,6 +134,7 @@ export function tokenExchangeHandler(deps: ExchangeDeps) {
       checks.pass('scope', decision.scopes.join(' '));
       checks.pass('step_up');
 
+      stages.begin('mint');
       const claims = idJagClaims(deps.issuer, subject, target.resourceServer.issuer, req.resources, decision);
       const minted = await mintIdJag(activeKey(keys, 'id_jag'), claims, decision.lifetime, at);
       checks.pass('issue', `jti ${minted.jti}, expires ${new Date(minted.exp * 1000).toISOString()}`);
@@ -152,6 +162,8 @@ export function tokenExchangeHandler(deps: ExchangeDeps) {
           .catch((e: unknown) => deps.log.error({ err: e }, 'audit write failed'));
       }
       throw unavailable();
+    } finally {
+      stages.end();
     }
     ctx.body = response;
   };

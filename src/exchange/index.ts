@@ -1,13 +1,14 @@
 import type { Context, Next } from 'koa';
 import type Provider from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
-import { recordDecision } from '../audit/index.ts';
 import { throttledRequest, type Throttled } from '../web/rate-limits.ts';
 import { CheckList, describeFailure, RATE_LIMIT_CHECK, REQUEST_CHECKS, type ExchangeErrorCode } from './checks.ts';
 import { dupes, exchangeState, grantType, parameters, recordBase, tokenExchangeHandler, UNRECORDED, type ExchangeDeps } from './grant.ts';
+import { auditDecision, registeredClient } from './observe.ts';
 import { ID_JAG, TOKEN_EXCHANGE } from './request.ts';
 
 export { ID_JAG, TOKEN_EXCHANGE } from './request.ts';
+export { EXCHANGE_STAGES, type ExchangeObserver, type ExchangeStage, type ObservedDecision } from './observe.ts';
 
 /** RFC 8693 token exchange for ID-JAGs, as a grant of the provider. */
 export function registerTokenExchange(provider: Provider, deps: ExchangeDeps): void {
@@ -34,7 +35,7 @@ export const discoveryMetadata = {
  * And MCP clients discover the token endpoint from RFC 8414 metadata: serve the OpenID discovery document
  * there too.
  */
-export function exchangeMiddleware(deps: Pick<ExchangeDeps, 'db' | 'log' | 'errors'>) {
+export function exchangeMiddleware(deps: Pick<ExchangeDeps, 'db' | 'log' | 'errors' | 'observe'>) {
   return async (ctx: Context, next: Next) => {
     if (ctx.method === 'GET' && ctx.path === '/.well-known/oauth-authorization-server') {
       ctx.path = '/.well-known/openid-configuration';
@@ -56,11 +57,11 @@ export function exchangeMiddleware(deps: Pick<ExchangeDeps, 'db' | 'log' | 'erro
       // The provider failed before the grant ran (its client lookup reads the database): fail closed the way
       // the grant does, and record the attempt if the database takes it.
       failClosed(ctx, 'the IdP could not decide on this request and issued nothing; retry shortly');
-      await recordDecision(deps.db, {
+      await auditDecision(deps, {
         ...recordBase(ctx as unknown as KoaContextWithOIDC),
         decision: 'error', reason: 'internal_error', explanation: `the provider answered ${String(body.error)} before the grant ran`,
         error: 'temporarily_unavailable', durationMs: performance.now() - state.started, checks: new CheckList(REQUEST_CHECKS).record,
-      }).catch((err: unknown) => deps.log.error({ err }, 'audit write failed for a failed token exchange'));
+      }, registeredClient(oidc), state.started).catch((err: unknown) => deps.log.error({ err }, 'audit write failed for a failed token exchange'));
       return;
     }
     if (!oidc.client && body.error === 'invalid_request' && body.error_description === 'no client authentication mechanism provided') {
@@ -80,7 +81,7 @@ export function exchangeMiddleware(deps: Pick<ExchangeDeps, 'db' | 'log' | 'erro
       checks.fail(failed, description);
     } catch { /* the rejection is already answered by the provider */ }
     try {
-      await recordDecision(deps.db, {
+      await auditDecision(deps, {
         ...recordBase(ctx as unknown as KoaContextWithOIDC),
         decision: ctx.status >= 500 ? 'error' : 'denied',
         reason: failed,
@@ -88,7 +89,7 @@ export function exchangeMiddleware(deps: Pick<ExchangeDeps, 'db' | 'log' | 'erro
         error: answered.error,
         durationMs: performance.now() - state.started,
         checks: checks.record,
-      });
+      }, registeredClient(oidc), state.started);
     } catch (err) {
       // No decision leaves without its audit row: as the grant does, answer that nothing was decided.
       deps.log.error({ err }, 'audit write failed for a refused token exchange');
@@ -104,7 +105,7 @@ function failClosed(ctx: Context, description: string) {
 }
 
 /** A token exchange the rate limit refused (src/web/rate-limits.ts): the client authenticated, the grant never ran. */
-async function auditThrottled(ctx: KoaContextWithOIDC, deps: Pick<ExchangeDeps, 'db' | 'log'>, throttled: Throttled, started: number) {
+async function auditThrottled(ctx: KoaContextWithOIDC, deps: Pick<ExchangeDeps, 'db' | 'log' | 'observe'>, throttled: Throttled, started: number) {
   const checks = new CheckList([...REQUEST_CHECKS.slice(0, 2), RATE_LIMIT_CHECK, ...REQUEST_CHECKS.slice(2)]);
   checks.pass('client_authentication', `authenticated with ${ctx.oidc.client?.clientAuthMethod ?? 'none'}`);
   checks.pass('request_syntax');
@@ -113,7 +114,7 @@ async function auditThrottled(ctx: KoaContextWithOIDC, deps: Pick<ExchangeDeps, 
     checks.fail(RATE_LIMIT_CHECK.name, throttled.description, { explanation });
   } catch { /* the refusal is already answered (429) */ }
   try {
-    await recordDecision(deps.db, {
+    await auditDecision(deps, {
       ...recordBase(ctx),
       decision: 'denied',
       reason: RATE_LIMIT_CHECK.name,
@@ -121,7 +122,7 @@ async function auditThrottled(ctx: KoaContextWithOIDC, deps: Pick<ExchangeDeps, 
       error: 'temporarily_unavailable',
       durationMs: performance.now() - started,
       checks: checks.record,
-    });
+    }, registeredClient(ctx.oidc), started);
   } catch (err) {
     // Nothing was issued and the 429 says so: keep it (with its Retry-After) rather than fail closed.
     deps.log.error({ err }, 'audit write failed for a throttled token exchange');
