@@ -19,6 +19,7 @@ import { ProviderHost } from './oidc/host.ts';
 import { interactionRoutes } from './oidc/interactions.ts';
 import { ensureSigningKeys, purgeExpiredKeys } from './oidc/keys.ts';
 import { createMetrics } from './metrics/index.ts';
+import { playground } from './playground/index.ts';
 import { createRateLimits, purgeExpiredRateLimits } from './web/rate-limits.ts';
 import { securityHeaders } from './web/security.ts';
 import { storedCookieKeys } from './web/settings.ts';
@@ -104,6 +105,8 @@ export async function startIdjag(config: Config, options: StartOptions = {}): Pr
     // Steps 3 and 4 of the flow, before the provider so its catch-all never sees their paths.
     const demo = config.demo ? demoParties({ db, issuer, url, log }) : undefined;
     if (demo) app.use(demo.middleware);
+    // The whole flow in the browser, against the demo parties: development only.
+    if (demo && !config.production) app.use(playground({ db, issuer, url, render, log, demo }).middleware);
     const clientView = clientViewRoutes({ db, render });
     app.use(clientView.routes()).use(clientView.allowedMethods());
     const interactions = interactionRoutes({ db, render, log, provider: () => host.provider, throttle: limits.login, observe: metrics.signIns });
@@ -246,6 +249,7 @@ function banner(idjag: Idjag): string {
     ...(idjag.demo ? [
       `  demo AS     ${idjag.demo.asIssuer}  (Resource AS, JWT-bearer grant with an ID-JAG)`,
       `  demo MCP    ${idjag.demo.mcpResource}  (todo list; try it with npm run demo:client)`,
+      ...(idjag.config.production ? [] : [`  playground  ${idjag.issuer}/playground  (the whole flow in the browser)`]),
     ] : []),
     ...(idjag.config.production ? [] : [
       '  seeded logins (development data, see seed/seed.json):',
