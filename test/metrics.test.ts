@@ -179,7 +179,7 @@ describe('the counters agree with the audit logs', () => {
     expect(total(all, 'idjag_audit_write_failures_total')).toBe(0);
   });
 
-  test('an audit row that cannot be written is counted as a failure, not as a decision', async () => {
+  test('an audit row that cannot be written is counted as a failure, not as a decision or a sign-in', async () => {
     const { db } = idjag.database;
     const before = await scrape(idjag.url);
     // demo-agent is over its limit for this minute: the partner client's exchange, which the grant refuses
@@ -193,5 +193,16 @@ describe('the counters agree with the audit logs', () => {
     const after = await scrape(idjag.url);
     expect(total(after, 'idjag_audit_write_failures_total', { log: 'token_exchange' })).toBe(1);
     expect(total(after, EXCHANGES)).toBe(total(before, EXCHANGES));
+
+    // a sign-in whose login_events row cannot be written fails, and is counted as such
+    await sql`alter table login_events rename to login_events_away`.execute(db);
+    try {
+      await expect(authorize(idjag.url, { username: 'bob', password: 'bob' })).rejects.toThrow();
+    } finally {
+      await sql`alter table login_events_away rename to login_events`.execute(db);
+    }
+    const last = await scrape(idjag.url);
+    expect(total(last, 'idjag_audit_write_failures_total', { log: 'sign_in' })).toBe(1);
+    expect(total(last, 'idjag_sign_ins_total')).toBe(total(after, 'idjag_sign_ins_total'));
   });
 });
