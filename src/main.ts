@@ -26,6 +26,8 @@ import { createRateLimits, purgeExpiredRateLimits } from './throttle/index.ts';
 import { classify } from './web/errors.ts';
 import { pinOrigin } from './web/origin.ts';
 import { Readiness } from './web/readiness.ts';
+import { createMetrics } from './metrics/index.ts';
+import { playground } from './playground/index.ts';
 import { securityHeaders } from './web/security.ts';
 import { storedCookieKeys } from './web/settings.ts';
 import { loadViews } from './web/views.ts';
@@ -86,14 +88,16 @@ export async function startIdjag(config: Config, options: StartOptions = {}): Pr
     const render = loadViews();
     const secure = issuer.startsWith('https:');
 
+    // Prometheus metrics at /metrics; the parts below report to them through their `observe` ports.
+    const metrics = createMetrics({ database, token: config.metricsToken });
     // Sign-in and token endpoint throttling, counted in the database (see README "Throttling").
-    const limits = createRateLimits(database, config, log);
+    const limits = createRateLimits(database, config, log, metrics.rateLimits);
     const host = await ProviderHost.create({
       wrapGrant: limits.token.wrapGrant,
       clientAuth: limits.clientAuth,
       db, issuer, cookieKeys, render, log, secure,
       discovery: discoveryMetadata,
-      extend: (provider, keys) => registerTokenExchange(provider, { db, issuer, log, errors: config.errors, keys: () => keys }),
+      extend: (provider, keys) => registerTokenExchange(provider, { db, issuer, log, errors: config.errors, keys: () => keys, observe: metrics.exchange }),
     });
     const app = new Koa({ keys: cookieKeys, proxy: secure && config.production });
     app.silent = true;
@@ -108,12 +112,15 @@ export async function startIdjag(config: Config, options: StartOptions = {}): Pr
       if (ctx.path.startsWith('/assets/') && ctx.method === 'GET') return asset(ctx);
       return next();
     });
+    app.use(metrics.middleware);
     // Steps 3 and 4 of the flow, before the provider so its catch-all never sees their paths.
     const demo = config.demo ? demoParties({ db, issuer, url, log }) : undefined;
     if (demo) app.use(demo.middleware);
+    // The whole flow in the browser, against the demo parties: development only.
+    if (demo && !config.production) app.use(playground({ db, issuer, url, render, log, demo }).middleware);
     const clientView = clientViewRoutes({ db, render, throttle: limits.clientAuth });
     app.use(clientView.routes()).use(clientView.allowedMethods());
-    const interactions = interactionRoutes({ db, render, log, provider: () => host.provider, throttle: limits.login });
+    const interactions = interactionRoutes({ db, render, log, provider: () => host.provider, throttle: limits.login, observe: metrics.signIns });
     app.use(interactions.routes()).use(interactions.allowedMethods());
     // The admin JSON API (bearer tokens, /admin/api) and web UI (admins signed in here, /admin), each with its
     // own body parser on its own routes only.
@@ -122,7 +129,7 @@ export async function startIdjag(config: Config, options: StartOptions = {}): Pr
     }).middleware);
     app.use(limits.token.middleware);
     app.use(authorizationServerMetadata);
-    app.use(exchangeRefusals({ db, log, errors: config.errors }));
+    app.use(exchangeRefusals({ db, log, errors: config.errors, observe: metrics.exchange }));
     app.use(clientAuthErrors);
     app.use(host.middleware);
     readiness.serve(app.callback());
@@ -259,12 +266,14 @@ function banner(idjag: Idjag): string {
     `  discovery   ${idjag.issuer}/.well-known/openid-configuration`,
     `  jwks        ${idjag.issuer}/jwks`,
     `  health      ${idjag.issuer}/healthz  (liveness)   ${idjag.issuer}/readyz  (readiness)`,
+    `  metrics     ${idjag.issuer}/metrics${idjag.config.metricsToken ? '  (Bearer: the metrics token)' : ''}`,
     `  database    ${idjag.database.location}`,
     `  admin ui    ${idjag.issuer}${ADMIN_UI_PREFIX}  (sign in as a member of the admins group)`,
     `  admin api   ${idjag.issuer}${ADMIN_API_PREFIX}  (Bearer: a client_credentials token with scope admin)`,
     ...(idjag.demo ? [
       `  demo AS     ${idjag.demo.asIssuer}  (Resource AS, JWT-bearer grant with an ID-JAG)`,
       `  demo MCP    ${idjag.demo.mcpResource}  (todo list; try it with npm run demo:client)`,
+      ...(idjag.config.production ? [] : [`  playground  ${idjag.issuer}/playground  (the whole flow in the browser)`]),
     ] : []),
     ...(idjag.config.production ? [] : [
       '  seeded logins (development data, see seed/seed.json):',

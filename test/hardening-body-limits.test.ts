@@ -6,7 +6,7 @@
  *
  * The limits: oidc-provider's own endpoints 56 KiB (it answers 400 invalid_request, "failed to parse the request
  * body"); the login and consent forms 16 KB; the admin API 64 KB (its import 2 MB); the admin UI's forms 64 KB;
- * the demo Resource AS 16 KB; the demo MCP server 4 MiB (the MCP SDK's default).
+ * the demo Resource AS 16 KB; the demo MCP server 4 MiB (the MCP SDK's default); the playground's forms 16 KB.
  */
 import { connect } from 'node:net';
 import type { Config } from '../src/config/index.ts';
@@ -189,9 +189,12 @@ const routes: [string, string, string, number, () => Record<string, string>, num
   ['the demo Resource AS token endpoint', 'POST', '/demo/as/token', 200 * KB, () => FORM, [413]],
   ['the demo MCP server', 'POST', '/demo/mcp', 5 * KB * KB, () => ({ ...JSON_TYPE, accept: 'application/json, text/event-stream', authorization: `Bearer ${mcpToken}` }), [413]],
   ['the demo MCP server, no token', 'POST', '/demo/mcp', 5 * KB * KB, () => JSON_TYPE, [401]],
+  // the playground's forms: 16 KB, before the CSRF check reads the token in them
+  ['a playground form', 'POST', '/playground/exchange', 200 * KB, () => FORM, [413]],
   // routes that read no body: it is never buffered, and the answer does not wait for it
   ['health', 'POST', '/healthz', 200 * KB, () => FORM, [404, 405]],
   ['health, 5 MB', 'POST', '/healthz', 5 * KB * KB, () => FORM, [404, 405]],
+  ['the metrics', 'POST', '/metrics', 200 * KB, () => FORM, [405]],
   ['the demo AS, 5 MB', 'POST', '/demo/as/token', 5 * KB * KB, () => FORM, [413]],
   ['the JWKS', 'POST', '/jwks', 200 * KB, () => FORM, [404, 405]],
   ['discovery', 'POST', '/.well-known/openid-configuration', 200 * KB, () => FORM, [404, 405]],

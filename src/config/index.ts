@@ -40,6 +40,9 @@ const Settings = z.object({
   clientAuthIpFailures: z.coerce.number().int().min(0).max(1_000_000),
   /** failed client authentications per minute naming one client id, from anywhere; 0: off */
   clientAuthClientFailures: z.coerce.number().int().min(0).max(1_000_000),
+  /** when set, GET /metrics requires `Authorization: Bearer <this>`; unset, /metrics is open */
+  metricsToken: z.string().min(16, 'the metrics token needs at least 16 characters').max(512)
+    .regex(/^[\x21-\x7e]+$/, 'the metrics token must be printable ASCII without spaces').optional(),
 });
 
 export type Config = z.infer<typeof Settings>;
@@ -64,6 +67,7 @@ const flags = {
   'drain-seconds': { type: 'string' },
   'client-auth-ip-failures': { type: 'string' },
   'client-auth-client-failures': { type: 'string' },
+  'metrics-token': { type: 'string' },
 } as const;
 
 export class ConfigError extends Error {}
@@ -96,6 +100,7 @@ export function loadConfig(
     drainSeconds: values['drain-seconds'] ?? env.IDJAG_DRAIN_SECONDS ?? ((values.production ?? env.NODE_ENV === 'production') ? '5' : '0'),
     clientAuthIpFailures: values['client-auth-ip-failures'] ?? env.IDJAG_CLIENT_AUTH_IP_FAILURES ?? '60',
     clientAuthClientFailures: values['client-auth-client-failures'] ?? env.IDJAG_CLIENT_AUTH_CLIENT_FAILURES ?? '300',
+    metricsToken: values['metrics-token'] ?? (env.IDJAG_METRICS_TOKEN || undefined),
     errors: values.errors ?? env.IDJAG_ERRORS ?? ((values.production ?? env.NODE_ENV === 'production') ? 'minimal' : 'verbose'),
     ...overrides,
   };

@@ -27,7 +27,8 @@ export function shorten(value: string): string {
   return value.length > 12 ? `${value.slice(0, 8)}…` : value;
 }
 
-function redact(key: string, value: string): string {
+/** A form or JSON field's value as shown: secrets hidden, tokens shortened. */
+export function redact(key: string, value: string): string {
   if (SECRET_KEYS.has(key)) return '***';
   if (TOKEN_KEYS.has(key) || JWT.test(value)) return shorten(value);
   return value;
@@ -44,7 +45,7 @@ export function redactAuthorization(header: string): string {
 }
 
 /** JSON with every token shortened and every secret hidden, at any depth. */
-function redactJson(value: unknown, key = ''): unknown {
+export function redactJson(value: unknown, key = ''): unknown {
   if (typeof value === 'string') return redact(key, value);
   if (Array.isArray(value)) return value.map((v) => redactJson(v, key));
   if (value && typeof value === 'object') {

@@ -1,6 +1,6 @@
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import type { Logger } from 'pino';
-import { recordOutcome, type DecisionRecord } from '../audit/index.ts';
+import type { DecisionRecord } from '../audit/index.ts';
 import { now, type DB } from '../db/index.ts';
 import { activeKey, type KeySet } from '../oidc/keys.ts';
 import { OAuthError } from '../web/errors.ts';
@@ -8,7 +8,8 @@ import { exchangeState } from '../web/state.ts';
 import { basicCredentials } from '../web/basic-auth.ts';
 import { describeFailure, type ErrorDetail } from './checks.ts';
 import { signingMinter } from './mint.ts';
-import { runExchange, type ExchangeStage, type Outcome } from './pipeline.ts';
+import { auditDecision, registeredClient, stageClock, type ExchangeObserver } from './observe.ts';
+import { runExchange, type Outcome } from './pipeline.ts';
 import { databasePorts } from './ports.ts';
 import { ID_JAG, PARAMETERS, REPEATABLE, requestFacts, TOKEN_EXCHANGE, type ExchangeInput, type Params } from './request.ts';
 import { tokenSubjects } from './subject.ts';
@@ -29,8 +30,8 @@ export interface ExchangeDeps {
   /** how much error_description says (verbose in development, minimal in production) */
   errors: ErrorDetail;
   keys: () => KeySet;
-  /** told when each stage of the pipeline begins, for whoever measures them */
-  stage?: ((ctx: KoaContextWithOIDC) => (name: ExchangeStage | 'end') => void) | undefined;
+  /** measurements (src/metrics): how long each stage took, and each decision as its audit row is written */
+  observe?: ExchangeObserver | undefined;
 }
 
 export type RecordBase = Omit<DecisionRecord, 'decision' | 'reason' | 'explanation' | 'checks'>;
@@ -84,23 +85,27 @@ export function tokenExchangeHandler(deps: ExchangeDeps) {
     const state = exchangeState(ctx);
     state.handled = true;
     const keys = deps.keys();
+    const stages = stageClock(deps.observe);
     const result = await runExchange(inputOf(ctx), {
       ...stores,
       subjects: tokenSubjects({ issuer: deps.issuer, keys, provider: ctx.oidc.provider }),
       minter: signingMinter(() => activeKey(keys, 'id_jag')),
       issuer: deps.issuer,
       clock: now,
-      ...(deps.stage ? { stage: deps.stage(ctx) } : {}),
+      stage: (name) => (name === 'end' ? stages.end() : stages.begin(name)),
     });
     const { outcome } = result;
     if (outcome.kind === 'failed') deps.log.error({ err: outcome.error, reqId: ctx.state.requestId }, 'token exchange failed');
     // The audit row is written before the response; if it cannot be written, no token and no decision leave.
+    stages.begin('audit');
     try {
-      await recordOutcome(deps.db, { ...recordBase(ctx), ...result.record, durationMs: performance.now() - state.started });
+      await auditDecision(deps, { ...recordBase(ctx), ...result.record, durationMs: performance.now() - state.started }, registeredClient(ctx.oidc), state.started);
       state.audited = true;
     } catch (err) {
       deps.log.error({ err }, 'audit write failed');
       throw unavailable();
+    } finally {
+      stages.end();
     }
     if (outcome.kind === 'failed') throw unavailable();
     if (outcome.kind === 'denied') {

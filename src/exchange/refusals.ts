@@ -1,9 +1,9 @@
 import type { Context, Next } from 'koa';
 import type { KoaContextWithOIDC } from 'oidc-provider';
-import { recordOutcome } from '../audit/index.ts';
 import { exchangeState, type Throttled } from '../web/state.ts';
 import { CheckList, describeFailure, RATE_LIMIT_CHECK, REQUEST_CHECKS, type ExchangeErrorCode } from './checks.ts';
 import { recordBase, UNRECORDED, type ExchangeDeps } from './grant.ts';
+import { auditDecision, registeredClient } from './observe.ts';
 import type { DecisionFields } from './pipeline.ts';
 import { TOKEN_EXCHANGE } from './request.ts';
 
@@ -57,7 +57,7 @@ function failClosed(ctx: Context, description: string) {
  * ran still gets its audit row (and no answer leaves without one), and a step-up refusal carries `max_age`
  * (RFC 9470 §3), which the provider's error body has no field for.
  */
-export function exchangeRefusals(deps: Pick<ExchangeDeps, 'db' | 'log' | 'errors'>) {
+export function exchangeRefusals(deps: Pick<ExchangeDeps, 'db' | 'log' | 'errors' | 'observe'>) {
   return async (ctx: Context, next: Next) => {
     if (ctx.method !== 'POST') return next();
     const state = exchangeState(ctx);
@@ -68,7 +68,7 @@ export function exchangeRefusals(deps: Pick<ExchangeDeps, 'db' | 'log' | 'errors
     if (state.maxAge !== undefined && body?.error === 'insufficient_user_authentication') ctx.body = { ...body, max_age: state.maxAge };
     if (state.handled || state.audited || !body || typeof body.error !== 'string') return;
 
-    const record = (fields: Fields) => recordOutcome(deps.db, { ...recordBase(ctx as unknown as KoaContextWithOIDC), ...fields, durationMs: performance.now() - state.started });
+    const record = (fields: Fields) => auditDecision(deps, { ...recordBase(ctx as unknown as KoaContextWithOIDC), ...fields, durationMs: performance.now() - state.started }, registeredClient(oidc), state.started);
     if (ctx.state.throttled) {
       // Nothing was issued and the 429 says so: keep it (with its Retry-After) even if the row cannot be written.
       await record(throttledFields(ctx.state.throttled, oidc.client?.clientAuthMethod))

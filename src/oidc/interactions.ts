@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { recordLogin, type LoginRecord } from '../audit/logins.ts';
 import { findClientRow } from '../db/clients.ts';
 import type { DB } from '../db/index.ts';
+import type { LoginEvent } from '../db/schema.ts';
 import { csrfToken, requireCsrf } from '../web/csrf.ts';
 import { badRequest, classify } from '../web/errors.ts';
 import type { Render } from '../web/views.ts';
@@ -30,6 +31,15 @@ export interface InteractionDeps {
   provider: () => Provider;
   /** sign-in brute-force throttling (src/throttle/index.ts) */
   throttle: SignInThrottle;
+  /** measurements (src/metrics): each sign-in as its login_events row is written */
+  observe?: SignInObserver | undefined;
+}
+
+export interface SignInObserver {
+  /** a sign-in attempt's row was written to login_events */
+  observeSignIn(event: LoginEvent, reason: string | undefined): void;
+  /** a sign-in attempt's row could not be written (the attempt then fails) */
+  observeAuditFailure(): void;
 }
 
 const LoginForm = z.object({
@@ -44,7 +54,17 @@ type Details = Awaited<ReturnType<Provider['interactionDetails']>>;
  * provider's own routes get no body parser in front of them.
  */
 export function interactionRoutes(deps: InteractionDeps): Router {
-  const { render, db, log, throttle } = deps;
+  const { render, db, log, throttle, observe } = deps;
+  // every sign-in attempt is counted where its row is written, so the metrics agree with login_events
+  const recordAttempt = async (r: LoginRecord) => {
+    try {
+      await recordLogin(db, r);
+    } catch (err) {
+      observe?.observeAuditFailure();
+      throw err;
+    }
+    observe?.observeSignIn(r.event, r.reason);
+  };
   const router = new Router({ prefix: '/interaction' });
   const forms = bodyParser({ enableTypes: ['form'], formLimit: '16kb' });
   const csrf = requireCsrf((ctx) => {
@@ -148,7 +168,7 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     const verdict = await throttle.attempt(username, ctx.ip);
     if (!verdict.allowed) {
       log.warn({ event: 'login.throttled', by: verdict.by, username, ip: ctx.ip, retryAfter: verdict.retryAfter }, 'login throttled');
-      await recordLogin(db, { ...event, event: 'throttled', reason: verdict.by, retryAfter: verdict.retryAfter });
+      await recordAttempt({ ...event, event: 'throttled', reason: verdict.by, retryAfter: verdict.retryAfter });
       ctx.status = 429;
       ctx.set('Retry-After', String(verdict.retryAfter));
       return showLogin(ctx, d, client, { username, error: tooManyAttempts(verdict.retryAfter) });
@@ -157,7 +177,7 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     if (!result.ok) {
       const blocked = await throttle.failed(username, verdict.attempt);
       log.info({ event: 'login.failed', reason: result.reason, username, ip: ctx.ip, attempt: verdict.attempt, blocked }, 'login failed');
-      await recordLogin(db, { ...event, event: 'failed', reason: result.reason, failures: verdict.attempt || undefined, retryAfter: blocked });
+      await recordAttempt({ ...event, event: 'failed', reason: result.reason, failures: verdict.attempt || undefined, retryAfter: blocked });
       ctx.status = 401;
       return showLogin(ctx, d, client, {
         username,
@@ -166,7 +186,7 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     }
     await throttle.succeeded(username, ctx.ip);
     log.info({ event: 'login.succeeded', sub: result.user.sub, username: result.user.username, ip: ctx.ip }, 'login succeeded');
-    await recordLogin(db, { ...event, event: 'succeeded', sub: result.user.sub });
+    await recordAttempt({ ...event, event: 'succeeded', sub: result.user.sub });
     return finish(ctx, { login: { accountId: result.user.sub, amr: ['pwd'], remember: true } }, false);
   });
 

@@ -52,16 +52,20 @@ export interface PolicyInput {
   now: number;
 }
 
-export type DenyReason =
-  | 'audience_disabled'
-  | 'resource_disabled'
-  | 'no_rule'
-  | 'rule_disabled'
-  | 'subject_not_allowed'
-  | 'rules_disagree'
-  | 'scope_not_allowed'
-  | 'no_scope_requested'
-  | 'step_up_required';
+/** Every reason a denial can give: a closed set (metrics label their counters with it). */
+export const DENY_REASONS = [
+  'audience_disabled',
+  'resource_disabled',
+  'no_rule',
+  'rule_disabled',
+  'subject_not_allowed',
+  'rules_disagree',
+  'scope_not_allowed',
+  'no_scope_requested',
+  'step_up_required',
+] as const;
+
+export type DenyReason = (typeof DENY_REASONS)[number];
 
 export type PolicyError = 'invalid_target' | 'invalid_scope' | 'insufficient_user_authentication';
 

@@ -25,6 +25,18 @@ export type ThrottleSettings = Pick<Config, 'loginAccountFailures' | 'loginAccou
 
 export const RATE_LIMIT_TABLE = 'rate_limits';
 
+/**
+ * Which limit refused a request: the sign-in's per account or per IP, the token endpoint's per client or per
+ * public client's IP, failed client authentications per IP or per client id.
+ */
+export const LIMITERS = ['login_account', 'login_ip', 'token_client', 'token_public', 'client_auth_ip', 'client_auth_client'] as const;
+export type Limiter = (typeof LIMITERS)[number];
+
+/** Measurements (src/metrics): every refusal, by the limit that refused it. */
+export interface RateLimitObserver {
+  observeRefusal(limiter: Limiter): void;
+}
+
 interface LimiterOptions {
   keyPrefix: string;
   points: number;
@@ -127,8 +139,10 @@ export class LoginThrottle implements SignInThrottle {
   readonly #ip: RateLimiterStoreAbstract | undefined;
   readonly #block: number;
   readonly #maxBlock: number;
+  readonly #observe: RateLimitObserver | undefined;
 
-  constructor(limiter: LimiterFactory, s: ThrottleSettings) {
+  constructor(limiter: LimiterFactory, s: ThrottleSettings, observe?: RateLimitObserver) {
+    this.#observe = observe;
     if (s.loginAccountFailures > 0) {
       this.#attempts = limiter({ keyPrefix: 'login_account', points: s.loginAccountFailures, duration: ACCOUNT_MEMORY });
       this.#blocks = limiter({ keyPrefix: 'login_account_blocks', points: 1_000_000, duration: ACCOUNT_MEMORY });
@@ -144,13 +158,19 @@ export class LoginThrottle implements SignInThrottle {
   async attempt(username: string, ip: string): Promise<LoginVerdict> {
     if (this.#ip) {
       const t = await take(this.#ip, ip);
-      if (t.refused) return { allowed: false, by: 'ip', retryAfter: seconds(t.res.msBeforeNext) };
+      if (t.refused) {
+        this.#observe?.observeRefusal('login_ip');
+        return { allowed: false, by: 'ip', retryAfter: seconds(t.res.msBeforeNext) };
+      }
     }
     if (!this.#attempts) return { allowed: true, attempt: 0 };
     const t = await take(this.#attempts, accountKey(username));
     // A refusal normally finds the block (expiring within maxBlock); one racing the attempt that is about to
     // set it finds the day-long window instead: cap what it is told.
-    if (t.refused) return { allowed: false, by: 'account', retryAfter: Math.min(seconds(t.res.msBeforeNext), this.#maxBlock) };
+    if (t.refused) {
+      this.#observe?.observeRefusal('login_account');
+      return { allowed: false, by: 'account', retryAfter: Math.min(seconds(t.res.msBeforeNext), this.#maxBlock) };
+    }
     return { allowed: true, attempt: t.res.consumedPoints };
   }
 
@@ -190,9 +210,11 @@ const TOKEN_WINDOW = 60;
 export class TokenThrottle {
   readonly #limiter: RateLimiterStoreAbstract | undefined;
   readonly #log: Logger;
+  readonly #observe: RateLimitObserver | undefined;
 
-  constructor(limiter: LimiterFactory, perMinute: number, log: Logger) {
+  constructor(limiter: LimiterFactory, perMinute: number, log: Logger, observe?: RateLimitObserver) {
     this.#log = log;
+    this.#observe = observe;
     if (perMinute > 0) {
       this.#limiter = limiter({ keyPrefix: 'token', points: perMinute, duration: TOKEN_WINDOW, inMemoryBlockOnConsumed: perMinute + 1 });
     }
@@ -237,6 +259,7 @@ export class TokenThrottle {
       return;
     }
     if (!t.refused) return;
+    this.#observe?.observeRefusal(key.startsWith('client:') ? 'token_client' : 'token_public');
     const retryAfter = seconds(t.res.msBeforeNext);
     const description = describe(key.startsWith('client:') ? client.clientId : undefined, retryAfter);
     // once per window and key (later refusals come from memory, with no count)
@@ -277,9 +300,11 @@ const CLIENT_AUTH_WINDOW = 60;
 export class ClientAuthThrottle implements ClientAuthGate {
   readonly #buckets: { by: 'ip' | 'client'; limiter: RateLimiterStoreAbstract }[] = [];
   readonly #log: Logger;
+  readonly #observe: RateLimitObserver | undefined;
 
-  constructor(limiter: LimiterFactory, s: ThrottleSettings, log: Logger) {
+  constructor(limiter: LimiterFactory, s: ThrottleSettings, log: Logger, observe?: RateLimitObserver) {
     this.#log = log;
+    this.#observe = observe;
     if (s.clientAuthIpFailures > 0) {
       this.#buckets.push({ by: 'ip', limiter: limiter({ keyPrefix: 'client_auth_ip', points: s.clientAuthIpFailures, duration: CLIENT_AUTH_WINDOW }) });
     }
@@ -301,6 +326,7 @@ export class ClientAuthThrottle implements ClientAuthGate {
       }
       if (seen && seen.consumedPoints >= limiter.points && seen.msBeforeNext > 0) {
         const retryAfter = seconds(seen.msBeforeNext);
+        this.#observe?.observeRefusal(by === 'ip' ? 'client_auth_ip' : 'client_auth_client');
         return {
           allowed: false, by, retryAfter,
           description: `too many failed client authentications ${by === 'ip' ? 'from this address' : `for client ${clientId}`}; retry after ${retryAfter} s`,
@@ -326,11 +352,11 @@ export interface RateLimits {
   clientAuth: ClientAuthThrottle;
 }
 
-export function createRateLimits(database: Database, settings: ThrottleSettings, log: Logger): RateLimits {
+export function createRateLimits(database: Database, settings: ThrottleSettings, log: Logger, observe?: RateLimitObserver): RateLimits {
   const limiter = limiterFactory(database);
   return {
-    login: new LoginThrottle(limiter, settings),
-    token: new TokenThrottle(limiter, settings.tokenRateLimit, log),
-    clientAuth: new ClientAuthThrottle(limiter, settings, log),
+    login: new LoginThrottle(limiter, settings, observe),
+    token: new TokenThrottle(limiter, settings.tokenRateLimit, log, observe),
+    clientAuth: new ClientAuthThrottle(limiter, settings, log, observe),
   };
 }
