@@ -3,6 +3,8 @@
  * the test's own process, on a free port, on an in-memory database, seeded with the author's document; users
  * signed in for a client without a browser (development mode only); the audit log of the run.
  */
+// first: on a Node too old for idjag, a clear error instead of a crash in a native addon
+import './node-guard.ts';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
