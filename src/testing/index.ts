@@ -113,6 +113,8 @@ export async function startIdjag(options: IdjagTestOptions = {}): Promise<IdjagT
       logLevel: options.logLevel ?? 'silent',
       production: options.production ?? process.env.NODE_ENV === 'production',
       demo: options.demo ?? true,
+      // close() at once: no load balancer to drain
+      drainSeconds: 0,
       ...(options.issuer ? { issuer: options.issuer } : {}),
       ...options.settings,
       seedFile,
