@@ -1,5 +1,5 @@
 import { applySeed } from '../seed/index.ts';
-import { ConfigError, loadConfig } from './config/index.ts';
+import { ConfigError, loadConfig, positionalArgs } from './config/index.ts';
 import { exclusively, migrateToLatest, openDatabase, type DB } from './db/index.ts';
 import { ensureSigningKeys, KEY_ALGS, RETIRED_KEY_RETENTION_SECONDS, rotateSigningKeys } from './oidc/keys.ts';
 import type { KeyPurpose } from './db/schema.ts';
@@ -7,7 +7,7 @@ import type { KeyPurpose } from './db/schema.ts';
 /**
  * Operator commands against the configured database (same flags and env as `npm start`):
  *   migrate                 apply pending migrations
- *   seed                    apply seed/seed.json (idempotent)
+ *   seed                    apply seed/seed.json, or the document named by --seed FILE (idempotent)
  *   rotate-keys [purpose]   new signing keys take over; old ones stay published until what they signed expired
  * A running server picks up rotated keys within 30 s.
  */
@@ -15,20 +15,19 @@ const USAGE = 'usage: npm run migrate | npm run seed | npm run keys:rotate [-- i
 
 async function run(): Promise<number> {
   const [command, ...rest] = process.argv.slice(2);
-  const flags = rest.filter((a) => a.startsWith('--'));
-  const args = rest.filter((a) => !a.startsWith('--'));
-  const config = loadConfig(flags);
+  const config = loadConfig(rest);
+  const args = positionalArgs(rest);
   const issuer = config.issuer ?? `http://localhost:${config.port}`;
   const database = openDatabase(config.database);
   try {
     // one at a time with any idjag starting or rotating on the same PostgreSQL database
-    return await exclusively(database, () => runCommand(command, args, database.db, database.location, issuer));
+    return await exclusively(database, () => runCommand(command, args, database.db, database.location, issuer, config.seedFile));
   } finally {
     await database.close();
   }
 }
 
-async function runCommand(command: string | undefined, args: string[], db: DB, location: string, issuer: string): Promise<number> {
+async function runCommand(command: string | undefined, args: string[], db: DB, location: string, issuer: string, seedFile?: string): Promise<number> {
   switch (command) {
     case 'migrate': {
       const { applied } = await migrateToLatest(db);
@@ -38,8 +37,8 @@ async function runCommand(command: string | undefined, args: string[], db: DB, l
     case 'seed': {
       await migrateToLatest(db);
       await ensureSigningKeys(db);
-      await applySeed(db, issuer);
-      console.log(`seed applied to ${location} (issuer ${issuer})`);
+      await applySeed(db, issuer, seedFile);
+      console.log(`seed ${seedFile ?? 'seed/seed.json'} applied to ${location} (issuer ${issuer})`);
       return 0;
     }
     case 'rotate-keys': {

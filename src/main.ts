@@ -2,9 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import Koa, { type Context, type Next } from 'koa';
 import { pino, type Logger } from 'pino';
 import { sql } from 'kysely';
@@ -31,8 +30,9 @@ import { playground } from './playground/index.ts';
 import { securityHeaders } from './web/security.ts';
 import { storedCookieKeys } from './web/settings.ts';
 import { loadViews } from './web/views.ts';
+import { VIEWS_DIR } from './package-root.ts';
 
-const ASSETS = join(dirname(fileURLToPath(import.meta.url)), '..', 'views', 'assets');
+const ASSETS = join(VIEWS_DIR, 'assets');
 const CLEANUP_MS = 10 * 60_000;
 const SHUTDOWN_GRACE_MS = 10_000;
 
@@ -81,8 +81,9 @@ export async function startIdjag(config: Config, options: StartOptions = {}): Pr
       if (applied.length) log.info({ applied }, 'migrations applied');
       const createdKeys = await ensureSigningKeys(db);
       if (createdKeys.length) log.info({ kids: createdKeys }, 'signing keys generated');
-      const seeded = config.seedOnEmpty ? await seedIfEmpty(db, issuer) : false;
-      if (seeded) log.info('empty database seeded from seed/seed.json');
+      const seeded = config.seedOnEmpty ? await seedIfEmpty(db, issuer, config.seedFile) : false;
+      if (seeded) log.info({ seed: config.seedFile ?? 'seed/seed.json' }, 'empty database seeded');
+      else if (config.seedFile) log.warn({ seed: config.seedFile }, 'the database is not empty: the seed document was not applied');
       return { seeded, cookieKeys: config.cookieKeys ?? (await storedCookieKeys(db)) };
     });
     const render = loadViews();
@@ -275,7 +276,8 @@ function banner(idjag: Idjag): string {
       `  demo MCP    ${idjag.demo.mcpResource}  (todo list; try it with npm run demo:client)`,
       ...(idjag.config.production ? [] : [`  playground  ${idjag.issuer}/playground  (the whole flow in the browser)`]),
     ] : []),
-    ...(idjag.config.production ? [] : [
+    ...(idjag.config.seedFile ? [`  seed        ${idjag.config.seedFile}${idjag.seeded ? '' : '  (not applied: the database was not empty)'}`] : []),
+    ...(idjag.config.production || idjag.config.seedFile ? [] : [
       '  seeded logins (development data, see seed/seed.json):',
       '    alice / alice   (group engineering)',
       '    bob   / bob     (group sales)',
@@ -287,7 +289,8 @@ function banner(idjag: Idjag): string {
   ].join('\n');
 }
 
-async function main() {
+/** `npm start` and `npx idjag`: settings from flags and environment, start, print where, stop on a signal. */
+export async function main() {
   let config: Config;
   try {
     config = loadConfig();

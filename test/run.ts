@@ -5,13 +5,17 @@
  *
  *   IDJAG_TEST_DB=sqlite | postgres   run one suite only (postgres: an unreachable server is a failure)
  *   IDJAG_TEST_PG_REQUIRED=1          an unreachable PostgreSQL fails the run instead of being reported (CI)
+ *   IDJAG_TEST_BROWSER_REQUIRED=1     no browser for the browser tests fails the run instead of being reported (CI)
+ *   IDJAG_CHROMIUM=/path/to/chromium  the browser the browser tests drive (see test/helpers/chromium.ts)
  *
  * Without a reachable PostgreSQL the SQLite suite decides the exit code, and the summary says plainly that
- * the PostgreSQL suite was NOT run, and why.
+ * the PostgreSQL suite was NOT run, and why. The same goes for the browser tests when no chromium can be found
+ * at all (they skip themselves then): the summary names the browser they drove, or why they were NOT run.
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
+import { describeChromium, locateChromium } from './helpers/chromium.ts';
 import { dropPgDatabase, listTestDatabases, maintenance, pgMaintenanceUrl } from './helpers/pg-admin.ts';
 
 type Dialect = 'sqlite' | 'postgres';
@@ -24,6 +28,7 @@ const jestBin = createRequire(import.meta.url).resolve('jest/bin/jest');
 const jestArgs = process.argv.slice(2);
 const only = process.env.IDJAG_TEST_DB;
 const required = process.env.IDJAG_TEST_PG_REQUIRED === '1' || only === 'postgres';
+const browserRequired = process.env.IDJAG_TEST_BROWSER_REQUIRED === '1';
 // names this run's PostgreSQL databases, so what it leaks can be found (and dropped) at its end
 const run = randomBytes(4).toString('hex');
 
@@ -98,10 +103,15 @@ async function main(): Promise<number> {
 
   const lines = outcomes.map((o) => `  ${`${NAMES[o.dialect]} suite:`.padEnd(19)}${o.code === 0 ? 'passed' : `FAILED (exit ${o.code})`} in ${o.seconds.toFixed(0)} s`);
   if (pgNotRun) lines.push(`  PostgreSQL suite NOT run: ${pgNotRun}${required && only !== 'sqlite' ? ' (required: failing the run)' : ''}`);
+  // the browser test files skip themselves on the same answer (test/helpers/chromium.ts)
+  const browser = locateChromium();
+  if ('missing' in browser) lines.push(`  Browser tests NOT run: ${browser.missing}${browserRequired ? ' (required: failing the run)' : ''}`);
+  else lines.push(`  ${'Browser tests:'.padEnd(19)}chromium: ${describeChromium(browser)}`);
   banner(['idjag test summary', ...lines, ...notes.map((n) => `  note: ${n}`)].join('\n'));
 
   if (outcomes.some((o) => o.code !== 0)) return 1;
   if (pgNotRun && required && only !== 'sqlite') return 1;
+  if ('missing' in browser && browserRequired) return 1;
   return 0;
 }
 

@@ -1,3 +1,5 @@
+import { existsSync, statSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
 
@@ -18,6 +20,10 @@ const Settings = z.object({
   cookieKeys: z.array(z.string().min(16, 'each cookie key needs at least 16 characters')).optional(),
   production: z.boolean(),
   seedOnEmpty: z.boolean(),
+  /** the seed document an empty database gets instead of seed/seed.json (an absolute path) */
+  seedFile: z.string().min(1).transform((f) => resolve(f)).superRefine((f, ctx) => {
+    if (!existsSync(f) || !statSync(f).isFile()) ctx.addIssue({ code: 'custom', message: `no such file: ${f}` });
+  }).optional(),
   /** error_description detail at the token exchange: verbose (default in development) or minimal (default in production) */
   errors: z.enum(['verbose', 'minimal']),
   /** how often every node re-reads the signing keys, so a rotation made anywhere is used everywhere */
@@ -56,6 +62,7 @@ const flags = {
   'cookie-keys': { type: 'string' },
   production: { type: 'boolean' },
   'no-seed': { type: 'boolean' },
+  seed: { type: 'string' },
   'no-demo': { type: 'boolean' },
   errors: { type: 'string' },
   'key-refresh': { type: 'string' },
@@ -71,6 +78,11 @@ const flags = {
 } as const;
 
 export class ConfigError extends Error {}
+
+/** The arguments that are not settings (a command's own, such as `rotate-keys id_jag`), in order. */
+export function positionalArgs(argv: string[]): string[] {
+  return parseArgs({ args: argv, options: flags, strict: true, allowPositionals: true }).positionals;
+}
 
 export function loadConfig(
   argv: string[] = process.argv.slice(2),
@@ -90,6 +102,7 @@ export function loadConfig(
     cookieKeys: cookieKeys ? cookieKeys.split(',').map((k) => k.trim()).filter(Boolean) : undefined,
     production: values.production ?? env.NODE_ENV === 'production',
     seedOnEmpty: !(values['no-seed'] ?? env.IDJAG_NO_SEED === '1'),
+    seedFile: values.seed ?? (env.IDJAG_SEED_FILE || undefined),
     demo: !(values['no-demo'] ?? env.IDJAG_NO_DEMO === '1'),
     keyRefreshSeconds: values['key-refresh'] ?? env.IDJAG_KEY_REFRESH_SECONDS ?? 30,
     loginAccountFailures: values['login-account-failures'] ?? env.IDJAG_LOGIN_ACCOUNT_FAILURES ?? '5',

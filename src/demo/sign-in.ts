@@ -94,7 +94,7 @@ function codeFromCallback(callback: URL, state: string): string {
  * Just enough of a cookie jar for one sign-in at one IdP: the interaction and session cookies by name.
  * Paths are not tracked (sending the IdP its own cookie on another of its paths changes nothing).
  */
-class CookieJar {
+export class CookieJar {
   readonly #cookies = new Map<string, string>();
 
   store(res: Response) {
@@ -116,7 +116,7 @@ class CookieJar {
 }
 
 const ENTITIES: Record<string, string> = { '&amp;': '&', '&lt;': '<', '&gt;': '>', '&quot;': '"', '&#x27;': "'", '&#x3D;': '=', '&#x60;': '`', '&#39;': "'" };
-const unescapeHtml = (s: string) => s.replace(/&(?:amp|lt|gt|quot|#x27|#x3D|#x60|#39);/g, (e) => ENTITIES[e] ?? e);
+export const unescapeHtml = (s: string) => s.replace(/&(?:amp|lt|gt|quot|#x27|#x3D|#x60|#39);/g, (e) => ENTITIES[e] ?? e);
 
 interface LoginForm {
   action: string;
@@ -131,7 +131,7 @@ function loginForm(html: string, pageUrl: string): LoginForm | undefined {
   return { action: new URL(unescapeHtml(form[1]!), pageUrl).href, csrf: unescapeHtml(csrf[1]!) };
 }
 
-function pageError(html: string): string | undefined {
+export function pageError(html: string): string | undefined {
   const m = /<p class="error"[^>]*>([\s\S]*?)<\/p>/i.exec(html);
   return m ? unescapeHtml(m[1]!.trim()) : undefined;
 }

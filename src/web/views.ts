@@ -1,9 +1,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import Handlebars from 'handlebars';
-
-const VIEWS_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'views');
+import { VIEWS_DIR } from '../package-root.ts';
 
 export type Render = (view: string, data?: Record<string, unknown>) => string;
 
