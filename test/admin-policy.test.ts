@@ -173,7 +173,7 @@ describe('simulator: the token endpoint\'s decision, without issuing or auditing
     expect(res.body.explanation).toContain('engineering-todo');
     expect(res.body.error_description).not.toContain('engineering');
     const policy = res.body.checks.find((c: { name: string }) => c.name === 'policy');
-    expect(policy).toMatchObject({ status: 'failed', error: 'invalid_target', section: expect.stringContaining('SPEC') });
+    expect(policy).toMatchObject({ status: 'failed', error: 'invalid_target', section: expect.stringContaining('RFC 8693 §2.2.2') });
     expect(res.body.checks.find((c: { name: string }) => c.name === 'scope').status).toBe('not_reached');
     expect(await auditCount()).toBe(before);
 

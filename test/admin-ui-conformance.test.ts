@@ -165,7 +165,7 @@ describe('running the kit against the demo AS', () => {
     const valid = text(row(page.html, 'valid'));
     expect(valid).toMatch(/<td>accepted<\/td>\s*<td>rejected \(401 invalid_client\)/);
     expect(valid).toContain('<code>invalid_client</code>');
-    expect(text(row(page.html, 'typ-wrong'))).toMatch(/warning: error "invalid_client"; the SPEC and RFC 7523 §3.1 name "invalid_grant"/);
+    expect(text(row(page.html, 'typ-wrong'))).toMatch(/warning: error "invalid_client"; the draft and RFC 7523 §3.1 name "invalid_grant"/);
     expect(text(page.html)).toContain('the valid ID-JAG was rejected');
     expect(await demoJtis()).toBe(before);
     expect(page.html).not.toContain(WRONG_SECRET);

@@ -172,7 +172,7 @@ describe('deliberately broken Resource ASes are caught by exactly the cases that
     expect(report.ok).toBe(true);
     expect(byId(report, 'valid').warnings).toEqual([]);
     for (const id of REJECTIONS) {
-      expect(byId(report, id).warnings).toEqual([expect.stringMatching(/^error "invalid_request"; the SPEC and RFC 7523 §3\.1 name "invalid_grant"/)]);
+      expect(byId(report, id).warnings).toEqual([expect.stringMatching(/^error "invalid_request"; the draft and RFC 7523 §3\.1 name "invalid_grant"/)]);
     }
     expect(report.warnings).toBe(REJECTIONS.length);
   });

@@ -1,4 +1,4 @@
-// The whole chain on one machine (SPEC.md steps 1 to 4), driven by the real demo client (src/demo/client.ts,
+// The whole chain on one machine (docs/protocol.md, steps 1 to 4), driven by the real demo client (src/demo/client.ts,
 // what `npm run demo:client` runs) with the official MCP client packages, against idjag with its demo Resource
 // AS and MCP server mounted, all over real HTTP. The login form is driven with --username/--password.
 import { decodeJwt } from 'jose';

@@ -1,5 +1,5 @@
 /**
- * One real HTTP request per row of SPEC.md's Errors table (and then some): the status, the OAuth error, a
+ * One real HTTP request per row of the token exchange's error table (README, docs/protocol.md) (and then some): the status, the OAuth error, a
  * description a client author can act on, no token in the body, and exactly one audit row that names the
  * failed check.
  */

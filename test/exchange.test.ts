@@ -78,9 +78,9 @@ test('discovery advertises the grant and the ID-JAG token type, also as RFC 8414
 describe('error_description detail', () => {
   test('verbose (the development default) names the failed check and the spec sections behind it', async () => {
     const res = await exchange(idjag.url, bob.tokens.id_token);
-    expect(res.body.error_description).toMatch(/^this user may not use client demo-agent to reach resource https:\/\/mcp\.todo\.example\/mcp \(failed check: policy; SPEC Step 2 .*RFC 8693 §2\.2\.2/);
+    expect(res.body.error_description).toMatch(/^this user may not use client demo-agent to reach resource https:\/\/mcp\.todo\.example\/mcp \(failed check: policy; admin policy, default deny; RFC 8693 §2\.2\.2/);
     const malformed = await exchange(idjag.url, alice.tokens.id_token, { requested_token_type: 'urn:ietf:params:oauth:token-type:access_token' });
-    expect(malformed.body.error_description).toContain('(failed check: requested_token_type; SPEC Step 2; draft-ietf-oauth-identity-assertion-authz-grant §4.3)');
+    expect(malformed.body.error_description).toContain('(failed check: requested_token_type; draft-ietf-oauth-identity-assertion-authz-grant §4.3)');
   });
 
   test('minimal (the production default) says only what kind of thing failed, and which check', async () => {

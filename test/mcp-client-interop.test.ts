@@ -1,5 +1,5 @@
 // Interop with the official MCP TypeScript client (@modelcontextprotocol/client v2): its token-exchange helpers
-// must get an ID-JAG from a running idjag, and that ID-JAG must pass the checks a Resource AS applies (SPEC.md,
+// must get an ID-JAG from a running idjag, and that ID-JAG must pass the checks a Resource AS applies (docs/protocol.md,
 // "Step 3"). The client's requests go through a recording fetch, so each test also sees what was sent on the wire.
 import { discoverAndRequestJwtAuthGrant, requestJwtAuthorizationGrant, type FetchLike, type JwtAuthGrantResult } from '@modelcontextprotocol/client';
 import { createRemoteJWKSet, decodeJwt, decodeProtectedHeader, generateKeyPair, jwtVerify, SignJWT, type JWTPayload } from 'jose';
@@ -74,7 +74,7 @@ function expectTokenExchangeRequest(call: Exchange | undefined, scope?: string) 
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// A Resource AS's view of an ID-JAG (SPEC.md "Step 3", draft §4.4 / RFC 7523)
+// A Resource AS's view of an ID-JAG (draft §4.4 / RFC 7523)
 
 interface ResourceAs {
   issuer: string;

@@ -76,7 +76,7 @@ export interface AuditCheck {
   message?: string;
   /** what only the admin sees, when it says more (rule ids, groups) */
   explanation?: string;
-  /** where the check comes from (SPEC.md and the draft or RFC section) */
+  /** where the check comes from (the draft or RFC section) */
   section?: string;
   /** what a failure of it answers */
   error?: string;

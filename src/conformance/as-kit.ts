@@ -3,7 +3,7 @@ import { generateKeyPair, importJWK, SignJWT, type JWK, type JWTHeaderParameters
 import { ID_JAG_TYP } from '../exchange/mint.ts';
 
 /**
- * The conformance kit for Resource AS authors (SPEC.md "Step 3", draft §4.4, RFC 7523): idjag, acting as the
+ * The conformance kit for Resource AS authors (draft §4.4, RFC 7523, the MCP extension): idjag, acting as the
  * IdP the AS trusts, mints one valid ID-JAG and a series of deliberately faulty ones, presents each with the
  * JWT-bearer grant at the AS's token endpoint, and reports what the AS answered against what the spec expects.
  *
@@ -88,7 +88,7 @@ export interface CaseResult extends Exchange {
   /** in words: "accepted (200)", "rejected (400 invalid_grant)", "no answer: ..." */
   actual: string;
   pass: boolean;
-  /** a pass that deviates from the SPEC's wording (e.g. another error code than invalid_grant) */
+  /** a pass that deviates from the texts' wording (e.g. another error code than invalid_grant) */
   warnings: string[];
   /** why a verdict is what it is, when the status alone does not say */
   note: string | null;
@@ -195,7 +195,7 @@ export const AS_CASES: readonly CaseSpec[] = [
     section: 'RFC 7523 §3 item 4', tweak: (d, { now }) => withClaims(d, { iat: now - TIME_OFFSET - LIFETIME, exp: now - TIME_OFFSET }),
   },
   {
-    // RFC 7519/7523 only let an AS reject a future iat; SPEC step 3 asks for it, so it is advice, not a requirement
+    // RFC 7519/7523 only let an AS reject a future iat; rejecting it is good practice, so it is advice, not a requirement
     id: 'iat-future', title: `iat ${TIME_OFFSET} s in the future`, expected: 'rejected', required: false,
     section: 'draft §4.4 (iat); RFC 7519 §4.1.6', tweak: (d, { now }) => withClaims(d, { iat: now + TIME_OFFSET, exp: now + TIME_OFFSET + LIFETIME }),
   },
@@ -386,7 +386,7 @@ function judgeAcceptance(a: Answer): Verdict {
 
 /**
  * An expected rejection: any 4xx that issues nothing passes, because what matters is that no token came out.
- * It passes with a warning when it is not the 400 `invalid_grant` that RFC 7523 §3.1 and the SPEC name (or the
+ * It passes with a warning when it is not the 400 `invalid_grant` that RFC 7523 §3.1 and the draft name (or the
  * case's other accepted code), since a client then cannot tell a bad grant from a bad request. A 5xx, a redirect
  * or no answer fails: the AS did not reject the grant, it broke on it.
  */
@@ -400,7 +400,7 @@ function judgeRejection(spec: CaseSpec, a: Answer, granted: string[]): Verdict {
   const error = field(a.body, 'error');
   const warnings: string[] = [];
   if (typeof error !== 'string') warnings.push('the answer is not an RFC 6749 §5.2 error response (no "error" member)');
-  else if (!allowed.includes(error)) warnings.push(`error "${error}"; the SPEC and RFC 7523 §3.1 name ${allowed.map((e) => `"${e}"`).join(' or ')} for this`);
+  else if (!allowed.includes(error)) warnings.push(`error "${error}"; the draft and RFC 7523 §3.1 name ${allowed.map((e) => `"${e}"`).join(' or ')} for this`);
   if (a.status !== 400) warnings.push(`status ${a.status}; RFC 6749 §5.2 answers ${allowed.join('/')} with 400`);
   return { pass: true, warnings, note: null };
 }

@@ -60,7 +60,7 @@ interface Parties {
   mcpUrl: string;
 }
 
-/** Labels each request with the step of SPEC.md's flow it belongs to, from where it goes and what it asks for. */
+/** Labels each request with the step of the flow (docs/protocol.md) it belongs to, from where it goes and what it asks for. */
 function stepOf(p: Parties, current: () => number) {
   const idp = new URL(p.issuer);
   const { asIssuer } = p;
@@ -226,7 +226,7 @@ async function connectWithIdJag(flow: Flow, p: Parties, g: Grant, use: (session:
 }
 
 /**
- * The demo MCP client: SPEC.md's steps 1 to 4 against idjag and its demo parties, printing each request
+ * The demo MCP client: the flow's steps 1 to 4 (docs/protocol.md) against idjag and its demo parties, printing each request
  * and answer. Step 1 is plain OpenID Connect; steps 2 to 4 are the official MCP client's (`connectWithIdJag`),
  * with `discoverAndRequestJwtAuthGrant` as the assertion callback.
  */

@@ -116,6 +116,23 @@ export class CookieJar {
 }
 
 const ENTITIES: Record<string, string> = { '&amp;': '&', '&lt;': '<', '&gt;': '>', '&quot;': '"', '&#x27;': "'", '&#x3D;': '=', '&#x60;': '`', '&#39;': "'" };
+/**
+ * What a browser does between pages, without one: a cookie jar, redirects left to the caller (so it sees each
+ * hop), a GET, or a form POSTed url-encoded.
+ */
+export function browserlessSession(fetchImpl: FetchLike = fetch): (url: string, form?: Record<string, string>) => Promise<Response> {
+  const jar = new CookieJar();
+  return async (url, form) => {
+    const headers: Record<string, string> = {};
+    const cookie = jar.header();
+    if (cookie) headers.cookie = cookie;
+    if (form) headers['content-type'] = 'application/x-www-form-urlencoded';
+    const res = await fetchImpl(url, { method: form ? 'POST' : 'GET', headers, redirect: 'manual', ...(form ? { body: new URLSearchParams(form) } : {}) });
+    jar.store(res);
+    return res;
+  };
+}
+
 export const unescapeHtml = (s: string) => s.replace(/&(?:amp|lt|gt|quot|#x27|#x3D|#x60|#39);/g, (e) => ENTITIES[e] ?? e);
 
 interface LoginForm {
@@ -141,16 +158,7 @@ const MAX_HOPS = 12;
 /** Follows the IdP's redirects by hand, posts the login form once, and stops at the redirect URI. */
 async function codeFromLoginForm(request: AuthorizationRequest, credentials: { username: string; password: string }, o: SignInOptions): Promise<string> {
   o.log(`  Signing in as ${credentials.username} through the IdP's login form (--username/--password, no browser).`);
-  const jar = new CookieJar();
-  const send = async (url: string, form?: Record<string, string>) => {
-    const headers: Record<string, string> = {};
-    const cookie = jar.header();
-    if (cookie) headers.cookie = cookie;
-    if (form) headers['content-type'] = 'application/x-www-form-urlencoded';
-    const res = await o.fetch(url, { method: form ? 'POST' : 'GET', headers, redirect: 'manual', ...(form ? { body: new URLSearchParams(form) } : {}) });
-    jar.store(res);
-    return res;
-  };
+  const send = browserlessSession(o.fetch);
   let url = request.url;
   let res = await send(url);
   let submitted = false;

@@ -1,5 +1,5 @@
 /**
- * The token exchange as a list of named checks, in SPEC.md's order. Each check ends passed, failed or not
+ * The token exchange as a list of named checks, in the order the draft's processing rules take them. Each check ends passed, failed or not
  * reached; the first failure carries the OAuth error. The audit row, the error_description and every later
  * view of a decision read this one list.
  */
@@ -10,7 +10,7 @@ export type { CheckRecord, CheckStatus } from '../audit/codec.ts';
 
 export interface CheckDef {
   name: string;
-  /** where the rule comes from: SPEC.md, and the draft or RFC section behind it */
+  /** where the rule comes from: the draft, RFC or specification section behind it */
   section: string;
   /** the OAuth error a failure of this check answers with */
   error: ExchangeErrorCode;
@@ -38,27 +38,27 @@ const D = 'draft-ietf-oauth-identity-assertion-authz-grant';
 const def = (name: string, section: string, error: ExchangeErrorCode): CheckDef => ({ name, section, error });
 
 export const REQUEST_CHECKS: CheckDef[] = [
-  def('client_authentication', `SPEC Step 2; RFC 6749 §2.3, §5.2`, 'invalid_client'),
-  def('request_syntax', 'SPEC Step 2; RFC 6749 §3.2, §5.2 (no repeated parameters, valid scope syntax)', 'invalid_request'),
-  def('confidential_client', `SPEC Step 2; ${D} §9.1`, 'unauthorized_client'),
-  def('grant_type_allowed', 'SPEC Step 2; RFC 6749 §5.2', 'unauthorized_client'),
-  def('requested_token_type', `SPEC Step 2; ${D} §4.3`, 'invalid_request'),
-  def('subject_token_type', `SPEC Step 2; ${D} §4.3, RFC 8693 §2.1`, 'invalid_request'),
-  def('subject_token_present', 'SPEC Step 2; RFC 8693 §2.1', 'invalid_request'),
-  def('audience_present', `SPEC Step 2; ${D} §4.3`, 'invalid_request'),
-  def('unsupported_parameters', `SPEC Step 2; ${D} §4.3, RFC 8693 §2.1, RFC 9396`, 'invalid_request'),
+  def('client_authentication', `RFC 6749 §2.3, §5.2`, 'invalid_client'),
+  def('request_syntax', 'RFC 6749 §3.2, §5.2 (no repeated parameters, valid scope syntax)', 'invalid_request'),
+  def('confidential_client', `${D} §9.1`, 'unauthorized_client'),
+  def('grant_type_allowed', 'RFC 6749 §5.2', 'unauthorized_client'),
+  def('requested_token_type', `${D} §4.3`, 'invalid_request'),
+  def('subject_token_type', `${D} §4.3, RFC 8693 §2.1`, 'invalid_request'),
+  def('subject_token_present', 'RFC 8693 §2.1', 'invalid_request'),
+  def('audience_present', `${D} §4.3`, 'invalid_request'),
+  def('unsupported_parameters', `${D} §4.3, RFC 8693 §2.1, RFC 9396`, 'invalid_request'),
 ];
 
 export const ID_TOKEN_CHECKS: CheckDef[] = [
-  def('id_token.format', 'SPEC Step 2; RFC 7519 §7.2', 'invalid_grant'),
-  def('id_token.algorithm', 'SPEC Step 2; RFC 8725 §3.1', 'invalid_grant'),
-  def('id_token.key', 'SPEC Step 2; OIDC Core §10.1', 'invalid_grant'),
-  def('id_token.signature', 'SPEC Step 2; OIDC Core §3.1.3.7', 'invalid_grant'),
-  def('id_token.issuer', 'SPEC Step 2; OIDC Core §3.1.3.7 (2)', 'invalid_grant'),
-  def('id_token.audience', `SPEC Step 2; ${D} §4.3.3, OIDC Core §3.1.3.7 (3-5)`, 'invalid_grant'),
-  def('id_token.expiry', 'SPEC Step 2; OIDC Core §3.1.3.7 (9)', 'invalid_grant'),
-  def('id_token.issued_at', 'SPEC Step 2; OIDC Core §3.1.3.7 (10)', 'invalid_grant'),
-  def('id_token.subject', 'SPEC Step 2; OIDC Core §2', 'invalid_grant'),
+  def('id_token.format', 'RFC 7519 §7.2', 'invalid_grant'),
+  def('id_token.algorithm', 'RFC 8725 §3.1', 'invalid_grant'),
+  def('id_token.key', 'OIDC Core §10.1', 'invalid_grant'),
+  def('id_token.signature', 'OIDC Core §3.1.3.7', 'invalid_grant'),
+  def('id_token.issuer', 'OIDC Core §3.1.3.7 (2)', 'invalid_grant'),
+  def('id_token.audience', `${D} §4.3.3, OIDC Core §3.1.3.7 (3-5)`, 'invalid_grant'),
+  def('id_token.expiry', 'OIDC Core §3.1.3.7 (9)', 'invalid_grant'),
+  def('id_token.issued_at', 'OIDC Core §3.1.3.7 (10)', 'invalid_grant'),
+  def('id_token.subject', 'OIDC Core §2', 'invalid_grant'),
 ];
 
 /**
@@ -67,24 +67,24 @@ export const ID_TOKEN_CHECKS: CheckDef[] = [
  * is told the same thing in every case, and only the admin's explanation says which.
  */
 export const REFRESH_TOKEN_CHECKS: CheckDef[] = [
-  def('refresh_token', 'SPEC Step 2; RFC 6749 §6, RFC 9700 §4.14.2', 'invalid_grant'),
+  def('refresh_token', 'RFC 6749 §6, RFC 9700 §4.14.2', 'invalid_grant'),
 ];
 
 /** Checks of earlier versions, still named by older audit rows. */
 const RETIRED_CHECKS: CheckDef[] = [
-  def('refresh_token.found', 'SPEC Step 2; RFC 6749 §6', 'invalid_grant'),
-  def('refresh_token.client', 'SPEC Step 2; RFC 6749 §6', 'invalid_grant'),
-  def('refresh_token.live', 'SPEC Step 2; RFC 6749 §6, RFC 7009', 'invalid_grant'),
+  def('refresh_token.found', 'RFC 6749 §6', 'invalid_grant'),
+  def('refresh_token.client', 'RFC 6749 §6', 'invalid_grant'),
+  def('refresh_token.live', 'RFC 6749 §6, RFC 7009', 'invalid_grant'),
 ];
 
 export const DECISION_CHECKS: CheckDef[] = [
-  def('user', 'SPEC Step 2 (the user still exists and is enabled)', 'invalid_grant'),
-  def('audience', `SPEC Step 2; ${D} §4.3, RFC 8693 §2.2.2`, 'invalid_target'),
-  def('resource', 'SPEC Step 2; RFC 8707 §2, RFC 9728, MCP profile', 'invalid_target'),
-  def('policy', `SPEC Step 2 (admin policy, default deny); RFC 8693 §2.2.2, ${D} §9.4`, 'invalid_target'),
-  def('scope', 'SPEC Step 2; RFC 6749 §3.3, §5.2', 'invalid_scope'),
-  def('step_up', 'SPEC Step 2; RFC 9470 §3', 'insufficient_user_authentication'),
-  def('issue', `SPEC "The ID-JAG"; ${D} §3`, 'temporarily_unavailable'),
+  def('user', 'RFC 8693 §2.2.2 (invalid_grant); the subject token\'s user still exists and is enabled', 'invalid_grant'),
+  def('audience', `${D} §4.3, RFC 8693 §2.2.2`, 'invalid_target'),
+  def('resource', 'RFC 8707 §2, RFC 9728 §2; MCP Enterprise-Managed Authorization', 'invalid_target'),
+  def('policy', `admin policy, default deny; RFC 8693 §2.2.2, ${D} §9.4`, 'invalid_target'),
+  def('scope', 'RFC 6749 §3.3, §5.2', 'invalid_scope'),
+  def('step_up', 'RFC 9470 §3', 'insufficient_user_authentication'),
+  def('issue', `${D} §3`, 'temporarily_unavailable'),
 ];
 
 /**
@@ -123,7 +123,7 @@ const MINIMAL: Record<ExchangeErrorCode, string> = {
 /**
  * The error_description: verbose names what was wrong, the failed check and the spec sections behind it;
  * minimal says only which kind of thing was wrong and the check's name. Neither discloses policy: the
- * descriptions handed in here were written for the client (SPEC.md, draft §9.4).
+ * descriptions handed in here were written for the client (draft §9.4).
  */
 export function describeFailure(detail: ErrorDetail, error: ExchangeErrorCode, check: string, description: string): string {
   const def = CHECKS_BY_NAME.get(check);

@@ -15,11 +15,11 @@ export function lintRequest(input: Pick<ExchangeInput, 'credentialsInBody'>, req
   const warnings: Warning[] = [];
   if (req.resources.length === 0) {
     warnings.push(w('resource_omitted', 'no resource parameter: in the MCP profile the client names the MCP server it wants to reach, so the ID-JAG is bound to it',
-      'SPEC Step 2 (resource); RFC 8707 §2; MCP enterprise-managed authorization'));
+      'RFC 8707 §2; MCP Enterprise-Managed Authorization (resource)'));
   }
   if (req.resources.length > 1) {
     warnings.push(w('several_resources', 'several resources in one request: the ID-JAG then carries only the scopes every one of them allows; one request per MCP server is clearer',
-      'RFC 8707 §2; SPEC "The ID-JAG" (resource)'));
+      'RFC 8707 §2; draft-ietf-oauth-identity-assertion-authz-grant §3 (resource)'));
   }
   if (input.credentialsInBody) {
     warnings.push(w('client_secret_post', 'client credentials sent in the request body (client_secret_post); the Authorization header (client_secret_basic) is the method every server must support',
@@ -37,7 +37,7 @@ export function lintTarget(req: ExchangeRequest, target: Target): Warning[] {
   const warnings: Warning[] = [];
   if (req.audience !== target.resourceServer.issuer) {
     warnings.push(w('audience_alias', `audience ${req.audience} is an alias; the Resource AS's issuer identifier is ${target.resourceServer.issuer}`,
-      'SPEC Step 2 (audience); RFC 8414 §2'));
+      'draft-ietf-oauth-identity-assertion-authz-grant §4.3 (audience); RFC 8414 §2'));
   }
   if (req.scopes && target.mcpServers.length) {
     const defined = new Set(target.mcpServers.flatMap((m) => m.scopes));

@@ -79,7 +79,7 @@ export function requestFacts(p: Params, clientId: string | undefined): RequestFa
 }
 
 /**
- * SPEC.md Step 2, the request itself: who may ask, and whether the parameters say what the draft requires.
+ * The token exchange request (draft §4.3, RFC 8693 §2.1) itself: who may ask, and whether the parameters say what the draft requires.
  * At the token endpoint the provider has authenticated the client (and parsed the body) before this runs.
  */
 export function parseRequest(input: ExchangeInput, checks: CheckList): ExchangeRequest {

@@ -43,7 +43,7 @@ export interface TokenSubjectDeps {
   provider: Provider;
 }
 
-/** SPEC.md Step 2, the subject token: an ID Token or a refresh token this IdP issued to this client. */
+/** The subject token (draft §4.3.3, RFC 8693 §2.1): an ID Token or a refresh token this IdP issued to this client. */
 export function tokenSubjects(deps: TokenSubjectDeps): SubjectSource {
   return {
     checks: (type) => (type === ID_TOKEN ? ID_TOKEN_CHECKS : REFRESH_TOKEN_CHECKS),

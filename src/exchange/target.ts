@@ -25,7 +25,7 @@ function isResourceIndicator(value: string): boolean {
 }
 
 /**
- * SPEC.md Step 2: `audience` names a known Resource AS (by issuer or alias), and each `resource` is an MCP
+ * The target (draft §4.3, RFC 8707 §2, the MCP extension): `audience` names a known Resource AS (by issuer or alias), and each `resource` is an MCP
  * server that AS serves. The map of servers is topology, not policy: naming it in errors discloses nothing
  * RFC 9728 metadata does not already publish.
  */

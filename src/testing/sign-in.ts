@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createRemoteJWKSet, jwtVerify, type JWTPayload } from 'jose';
-import { CookieJar, pageError, unescapeHtml } from '../demo/sign-in.ts';
+import { browserlessSession, pageError, unescapeHtml } from '../demo/sign-in.ts';
 
 /**
  * A sign-in without a browser, through idjag's real endpoints over HTTP, as a browser and a client would do
@@ -78,16 +78,7 @@ export async function signInOverHttp(p: SignInParameters): Promise<SignedInToken
 }
 
 async function codeFor(authorizeUrl: string, state: string, p: SignInParameters): Promise<string> {
-  const jar = new CookieJar();
-  const send = async (url: string, form?: Record<string, string>) => {
-    const headers: Record<string, string> = {};
-    const cookie = jar.header();
-    if (cookie) headers.cookie = cookie;
-    if (form) headers['content-type'] = 'application/x-www-form-urlencoded';
-    const res = await fetch(url, { method: form ? 'POST' : 'GET', headers, redirect: 'manual', ...(form ? { body: new URLSearchParams(form) } : {}) });
-    jar.store(res);
-    return res;
-  };
+  const send = browserlessSession();
   let url = authorizeUrl;
   let res = await send(url);
   let loggedIn = false;
