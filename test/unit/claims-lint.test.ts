@@ -1,0 +1,126 @@
+/** The ID-JAG's claims, the two minters, and the warnings about requests that work but are discouraged. */
+import { decodeProtectedHeader, jwtVerify } from 'jose';
+import { lintRequest, lintTarget } from '../../src/exchange/lint.ts';
+import { ID_JAG_TYP, idJagClaims, previewMinter, signingMinter, type IdJagClaims } from '../../src/exchange/mint.ts';
+import { ID_TOKEN, type ExchangeRequest } from '../../src/exchange/request.ts';
+import type { Subject } from '../../src/exchange/subject.ts';
+import type { Target } from '../../src/exchange/target.ts';
+import { CLIENT_ID, ISSUER, MCP, MCP_ADMIN, mcpServer, NOW, resourceServer, RS_ALIAS, RS_ISSUER, signingKey, user } from './fixtures.ts';
+
+const subject = (over: Partial<Subject> = {}): Subject => ({ user: user(), groups: ['eng'], ...over });
+const allowed = { rsClientId: 'agent-at-todo', scopes: ['todos.read', 'todos.write'] };
+
+describe('idJagClaims', () => {
+  test('who, for which audience and client, with the granted scopes', () => {
+    expect(idJagClaims(ISSUER, subject(), RS_ISSUER, [MCP], allowed)).toEqual({
+      iss: ISSUER, sub: 'sub-alice', aud: RS_ISSUER, client_id: 'agent-at-todo', resource: MCP, scope: 'todos.read todos.write', email: 'alice@example.com',
+    });
+  });
+
+  test('resource: one is a string, several an array, none absent', () => {
+    expect(idJagClaims(ISSUER, subject(), RS_ISSUER, [MCP, MCP_ADMIN], allowed).resource).toEqual([MCP, MCP_ADMIN]);
+    expect(idJagClaims(ISSUER, subject(), RS_ISSUER, [], allowed)).not.toHaveProperty('resource');
+  });
+
+  test('auth_time, amr and acr copied when the subject token had them', () => {
+    const claims = idJagClaims(ISSUER, subject({ authTime: NOW - 5, amr: ['pwd', 'otp'], acr: 'urn:acr:2' }), RS_ISSUER, [MCP], allowed);
+    expect(claims).toMatchObject({ auth_time: NOW - 5, amr: ['pwd', 'otp'], acr: 'urn:acr:2' });
+    const bare = idJagClaims(ISSUER, subject({ amr: [] }), RS_ISSUER, [MCP], allowed);
+    for (const claim of ['auth_time', 'amr', 'acr']) expect(bare).not.toHaveProperty(claim);
+  });
+
+  test('email only when the user has one', () => {
+    expect(idJagClaims(ISSUER, subject({ user: user({ email: null }) }), RS_ISSUER, [MCP], allowed)).not.toHaveProperty('email');
+  });
+});
+
+const claims: IdJagClaims = { iss: ISSUER, sub: 'sub-alice', aud: RS_ISSUER, client_id: CLIENT_ID, resource: MCP, scope: 'todos.read' };
+
+describe('previewMinter', () => {
+  test('no JWT; the lifetime and a placeholder jti', async () => {
+    const minted = await previewMinter.mint(claims, 300, NOW);
+    expect(minted).toEqual({ jti: '(preview)', iat: NOW, exp: NOW + 300 });
+    expect(previewMinter.describe(minted)).toBe(`preview, not signed: would expire ${new Date((NOW + 300) * 1000).toISOString()}`);
+  });
+});
+
+describe('signingMinter', () => {
+  test('signs with the current ID-JAG key: typ, kid, iat, exp and a fresh jti', async () => {
+    const key = await signingKey('id_jag');
+    const minter = signingMinter(() => key);
+    const minted = await minter.mint(claims, 300, NOW);
+    expect(decodeProtectedHeader(minted.jwt!)).toEqual({ alg: 'ES256', typ: ID_JAG_TYP, kid: key.kid });
+    const { payload } = await jwtVerify(minted.jwt!, key.publicKey, { typ: ID_JAG_TYP, issuer: ISSUER, audience: RS_ISSUER, currentDate: new Date(NOW * 1000) });
+    expect(payload).toEqual({ ...claims, iat: NOW, exp: NOW + 300, jti: minted.jti });
+    expect(minted).toMatchObject({ iat: NOW, exp: NOW + 300 });
+    expect(minted.jti).toMatch(/^[A-Za-z0-9_-]{24}$/);
+    expect((await minter.mint(claims, 300, NOW)).jti).not.toBe(minted.jti);
+    expect(minter.describe(minted)).toBe(`jti ${minted.jti}, expires ${new Date((NOW + 300) * 1000).toISOString()}`);
+  });
+
+  test('looks the key up on every call, so a rotation takes effect at once', async () => {
+    const [first, second] = await Promise.all([signingKey('id_jag'), signingKey('id_jag')]);
+    let current = first;
+    const minter = signingMinter(() => current);
+    const before = await minter.mint(claims, 60, NOW);
+    current = second;
+    const after = await minter.mint(claims, 60, NOW);
+    expect(decodeProtectedHeader(before.jwt!).kid).toBe(first.kid);
+    expect(decodeProtectedHeader(after.jwt!).kid).toBe(second.kid);
+    await expect(jwtVerify(after.jwt!, second.publicKey, { currentDate: new Date(NOW * 1000) })).resolves.toBeDefined();
+    await expect(jwtVerify(after.jwt!, first.publicKey, { currentDate: new Date(NOW * 1000) })).rejects.toThrow('signature verification failed');
+  });
+});
+
+const request = (over: Partial<ExchangeRequest> = {}): ExchangeRequest => ({
+  clientId: CLIENT_ID, subjectToken: 't', subjectTokenType: ID_TOKEN, audience: RS_ISSUER, resources: [MCP], scopes: ['todos.read'], ...over,
+});
+const codes = (warnings: { code: string }[]) => warnings.map((w) => w.code);
+
+describe('lintRequest', () => {
+  test('a request as recommended: no warning', () => {
+    expect(lintRequest({ credentialsInBody: false }, request())).toEqual([]);
+  });
+
+  test.each<[string, Partial<ExchangeRequest>, boolean]>([
+    ['resource_omitted', { resources: [] }, false],
+    ['several_resources', { resources: [MCP, MCP_ADMIN] }, false],
+    ['client_secret_post', {}, true],
+    ['scope_omitted', { scopes: undefined }, false],
+  ])('%s', (code, over, inBody) => {
+    const warnings = lintRequest({ credentialsInBody: inBody }, request(over));
+    expect(codes(warnings)).toEqual([code]);
+    expect(warnings[0]?.message).toEqual(expect.any(String));
+    expect(warnings[0]?.section).toMatch(/RFC \d+/);
+  });
+
+  test('all of them at once, in order', () => {
+    expect(codes(lintRequest({ credentialsInBody: true }, request({ resources: [], scopes: undefined }))))
+      .toEqual(['resource_omitted', 'client_secret_post', 'scope_omitted']);
+  });
+});
+
+describe('lintTarget', () => {
+  const target = (over: Partial<Target> = {}): Target => ({ resourceServer: resourceServer(), mcpServers: [mcpServer()], ...over });
+
+  test('the issuer as audience and scopes the server defines: no warning', () => {
+    expect(lintTarget(request({ scopes: ['todos.read', 'todos.write'] }), target())).toEqual([]);
+  });
+
+  test('audience_alias: names the issuer to use instead', () => {
+    const [warning, ...rest] = lintTarget(request({ audience: RS_ALIAS }), target());
+    expect(rest).toEqual([]);
+    expect(warning).toMatchObject({ code: 'audience_alias', message: `audience ${RS_ALIAS} is an alias; the Resource AS's issuer identifier is ${RS_ISSUER}` });
+  });
+
+  test('scope_not_defined: names the scopes no requested server defines', () => {
+    const warnings = lintTarget(request({ scopes: ['todos.read', 'mail.send', 'x'] }), target());
+    expect(codes(warnings)).toEqual(['scope_not_defined']);
+    expect(warnings[0]?.message).toMatch(/^requested scopes mail\.send x are not defined by the requested MCP server \(/);
+  });
+
+  test('no scope_not_defined without scopes, or for an audience-only request', () => {
+    expect(lintTarget(request({ scopes: undefined }), target())).toEqual([]);
+    expect(lintTarget(request({ scopes: ['anything'], resources: [] }), target({ mcpServers: [] }))).toEqual([]);
+  });
+});
