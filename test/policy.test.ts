@@ -48,7 +48,7 @@ function request(over: Partial<PolicyInput> = {}): PolicyInput {
   const input: PolicyInput = {
     client: { id: CLIENT },
     user: ALICE,
-    resourceServer: { id: AS, enabled: true },
+    resourceServer: { id: AS },
     mcpServers: [FILES],
     requestedScopes: ['read'],
     authTime: NOW - 60,
@@ -146,32 +146,9 @@ const cases: Case[] = [
     input: request({ requestedScopes: ['read', 'write', 'admin'] }),
     expected: allowed(['rule-on'], ['read', 'write']),
   },
-  // A disabled client or user never reaches the engine: client authentication and the user check own those
-  // (test/exchange-unit.test.ts), so the engine has no input for them.
-  {
-    name: 'a disabled Resource AS: invalid_target, whatever the rules',
-    rules: [rule('rule-as')],
-    input: request({ resourceServer: { id: AS, enabled: false } }),
-    expected: denied('audience_disabled', 'invalid_target'),
-  },
-  {
-    name: 'a disabled Resource AS on an audience-only request',
-    rules: [rule('rule-as')],
-    input: request({ resourceServer: { id: AS, enabled: false }, mcpServers: [] }),
-    expected: denied('audience_disabled', 'invalid_target'),
-  },
-  {
-    name: 'a disabled MCP server among the requested ones: invalid_target, whatever the rules',
-    rules: [rule('rule-as', { scopes: ['read', 'send'] })],
-    input: request({ mcpServers: [FILES, { ...MAIL, enabled: false }] }),
-    expected: denied('resource_disabled', 'invalid_target'),
-  },
-  {
-    name: 'a disabled Resource AS is reported before a disabled MCP server',
-    rules: [rule('rule-as')],
-    input: request({ resourceServer: { id: AS, enabled: false }, mcpServers: [{ ...FILES, enabled: false }] }),
-    expected: denied('audience_disabled', 'invalid_target'),
-  },
+  // A disabled client, user, Resource AS or MCP server never reaches the engine: client authentication, the
+  // user check and the target own those (test/unit/request.test.ts, test/unit/pipeline.test.ts,
+  // test/exchange-parity.test.ts), so the engine has no input for them.
 
   // --- subjects ---
   {
@@ -524,7 +501,7 @@ describe('decide, as a decision table', () => {
 
   test('the table exercises every deny reason and every error', () => {
     const reasons: Record<DenyReason, number> = {
-      audience_disabled: 0, resource_disabled: 0, no_rule: 0, rule_disabled: 0,
+      no_rule: 0, rule_disabled: 0,
       subject_not_allowed: 0, rules_disagree: 0, scope_not_allowed: 0, no_scope_requested: 0, step_up_required: 0,
     };
     const errors: Record<PolicyError, number> = {

@@ -59,7 +59,9 @@ export function decodeWarnings(stored: string | null): WarningRecord[] {
   if (!stored) return [];
   try {
     const raw = JSON.parse(stored) as unknown;
-    return Array.isArray(raw) ? raw.filter((w): w is WarningRecord => !!w && typeof w === 'object' && typeof (w as WarningRecord).code === 'string') : [];
+    if (!Array.isArray(raw)) return [];
+    return raw.filter((w): w is WarningRecord => !!w && typeof w === 'object'
+      && ['code', 'message', 'section'].every((k) => typeof (w as Record<string, unknown>)[k] === 'string'));
   } catch {
     return [];
   }

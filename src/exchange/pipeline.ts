@@ -61,8 +61,6 @@ export interface ExchangeResult {
 /** Which check a policy denial fails, and the checks the engine got past before it. */
 function denialCheck(d: Deny): { check: string; passed: string[] } {
   switch (d.reason) {
-    case 'audience_disabled': return { check: 'audience', passed: [] };
-    case 'resource_disabled': return { check: 'resource', passed: [] };
     case 'scope_not_allowed':
     case 'no_scope_requested': return { check: 'scope', passed: ['policy'] };
     case 'step_up_required': return { check: 'step_up', passed: ['policy', 'scope'] };
@@ -71,8 +69,10 @@ function denialCheck(d: Deny): { check: string; passed: string[] } {
 }
 
 /** The user check: the subject token's user still exists and is enabled. */
-async function subjectOf(ports: ExchangePorts, checks: CheckList, req: ExchangeRequest, now: number): Promise<Subject> {
+async function subjectOf(ports: ExchangePorts, checks: CheckList, req: ExchangeRequest, now: number, record: Partial<DecisionFields>): Promise<Subject> {
   const found = await ports.subjects.identify(req, checks, now);
+  // recorded before the user check, so a refusal of an unknown or disabled user is found by the admin's user filter
+  record.sub = found.sub;
   const user = await ports.directory.user(found.sub);
   if (!user) checks.fail('user', 'the subject token\'s user no longer exists', { explanation: `user ${found.sub} does not exist`, reason: 'user_unknown' });
   if (user.disabled) checks.fail('user', 'the subject token\'s user is disabled', { explanation: `user ${user.username} (${user.sub}) is disabled`, reason: 'user_disabled' });
@@ -119,8 +119,7 @@ export async function runExchange(input: ExchangeInput, ports: ExchangePorts): P
     checks.plan(DECISION_CHECKS);
 
     stage('subject');
-    const subject = await subjectOf(ports, checks, req, now);
-    record.sub = subject.user.sub;
+    const subject = await subjectOf(ports, checks, req, now, record);
     record.username = subject.user.username;
 
     stage('target');

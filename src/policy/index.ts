@@ -35,13 +35,14 @@ export interface McpServerFacts {
 }
 
 /**
- * Whether the client may authenticate and the user is enabled are decided before policy, by the checks that
- * own them (client authentication, the user check): the engine is asked only about enabled parties.
+ * Whether the client may authenticate, the user is enabled and the target is enabled are decided before
+ * policy, by the checks that own them (client authentication, the user check, the target): the engine is
+ * asked only about enabled parties.
  */
 export interface PolicyInput {
   client: { id: string };
   user: { sub: string; groups: string[] };
-  resourceServer: { id: string; enabled: boolean };
+  resourceServer: { id: string };
   /** the requested MCP servers; empty for an audience-only request */
   mcpServers: McpServerFacts[];
   /** undefined or empty: no `scope` parameter was sent */
@@ -54,8 +55,6 @@ export interface PolicyInput {
 
 /** Every reason a denial can give: a closed set (metrics label their counters with it). */
 export const DENY_REASONS = [
-  'audience_disabled',
-  'resource_disabled',
   'no_rule',
   'rule_disabled',
   'subject_not_allowed',
@@ -165,13 +164,6 @@ function decideOne(input: PolicyInput, rules: Rule[], mcp: McpServerFacts | unde
 }
 
 export function decide(input: PolicyInput, rules: Rule[]): Decision {
-  if (!input.resourceServer.enabled) {
-    return deny('audience_disabled', 'invalid_target', `Resource AS ${input.resourceServer.id} is disabled`, 'the audience is not available');
-  }
-  const off = input.mcpServers.find((m) => !m.enabled);
-  if (off) {
-    return deny('resource_disabled', 'invalid_target', `MCP server ${off.resource} is disabled`, `resource ${off.resource} is not available`);
-  }
 
   const targets: (McpServerFacts | undefined)[] = input.mcpServers.length ? input.mcpServers : [undefined];
   const chosen: PerTarget[] = [];

@@ -107,12 +107,12 @@ describe('issued', () => {
 type Status = 'passed' | 'failed' | 'not_reached';
 const P: Status = 'passed', F: Status = 'failed', N: Status = 'not_reached';
 
-describe('policy denials, each filed under its check', () => {
+describe('target and policy denials, each filed under its check', () => {
   // decision checks: user, audience, resource, policy, scope, step_up, issue
   test.each([
     { reason: 'audience_disabled', w: world({ resourceServers: [resourceServer({ enabled: false })] }), check: 'audience', error: 'invalid_target', ruleIds: undefined,
-      // the resource was resolved before the policy engine found the audience disabled
-      after: [P, F, P, N, N, N, N] },
+      // the target stage refuses a disabled audience before it looks at the resource
+      after: [P, F, N, N, N, N, N] },
     { reason: 'resource_disabled', w: world({ mcpServers: [mcpServer({ enabled: false })] }), check: 'resource', error: 'invalid_target', ruleIds: undefined, after: [P, P, F, N, N, N, N] },
     { reason: 'no_rule', w: world({ rules: [] }), check: 'policy', error: 'invalid_target', ruleIds: undefined, after: [P, P, P, F, N, N, N] },
     { reason: 'rule_disabled', w: world({ rules: [rule('r1', { enabled: false })] }), check: 'policy', error: 'invalid_target', ruleIds: ['r1'], after: [P, P, P, F, N, N, N] },
