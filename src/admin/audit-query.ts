@@ -219,28 +219,18 @@ export function csvCell(value: unknown): string {
 }
 
 export function csvLine(r: AuditLogTable): string {
-  const failed = failedCheck(decodeChecks(r.checks));
+  const { at: time, resources, rule_ids: ruleIds, ...summary } = toSummary(r);
   const cells: Record<(typeof CSV_COLUMNS)[number], unknown> = {
-    id: r.id,
-    time: new Date(r.at).toISOString(),
-    decision: r.decision,
-    reason: r.reason,
-    error: r.error,
-    client_id: r.client_id,
-    sub: r.sub,
-    username: r.username,
-    audience: r.audience,
-    resources: list(r.resources)?.join(' '),
-    scopes_requested: r.scopes_requested,
-    scopes_granted: r.scopes_granted,
-    rule_ids: decodeRuleIds(r.rule_id).join(' '),
-    failed_check: failed,
+    ...summary,
+    time,
+    resources: resources?.join(' '),
+    rule_ids: ruleIds.join(' '),
+    failed_check: failedCheck(decodeChecks(r.checks)),
     jti: r.jti,
     subject_token_type: r.subject_token_type,
     ip: r.ip,
     user_agent: r.user_agent,
     duration_ms: r.duration_ms,
-    explanation: r.explanation,
   };
   return `${CSV_COLUMNS.map((c) => csvCell(cells[c])).join(',')}\r\n`;
 }
