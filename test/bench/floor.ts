@@ -1,8 +1,9 @@
 /**
- * The floor: the token exchange's own work, in a loop, in one process, without HTTP, koa or oidc-provider.
- * The same steps and the same functions the grant (src/exchange/grant.ts) runs after client authentication:
- * validateSubject (ID Token signature and claims, user, groups), resolveTarget, loadRules + decide,
- * mintIdJag, recordDecision, against the benchmark's real SQLite file. One request at a time, so the
+ * The exchange in-process, for the per-stage breakdown (not a floor: it runs the code under test; the floor
+ * is true-floor.ts): the token exchange's own work, in a loop, in one process, without HTTP, koa or oidc-provider.
+ * The same pipeline the grant (src/exchange/grant.ts) runs after client authentication (runExchange with the
+ * database ports and the signing minter), then its audit row (recordOutcome), against the benchmark's real
+ * SQLite file. One request at a time, so the
  * result is what one core does.
  *
  * Prints one JSON line. Arguments: --database, --issuer, --duration, --warmup (seconds); the ID Token on stdin.
