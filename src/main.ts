@@ -7,6 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import Koa, { type Context, type Next } from 'koa';
 import { pino, type Logger } from 'pino';
 import { sql } from 'kysely';
+import { applyRetention } from './audit/retention.ts';
 import { seedIfEmpty } from '../seed/index.ts';
 import { ADMIN_API_PREFIX, ADMIN_UI_PREFIX, createAdmin } from './admin/index.ts';
 import { ConfigError, loadConfig, type Config } from './config/index.ts';
@@ -138,10 +139,10 @@ export async function startIdjag(config: Config, options: StartOptions = {}): Pr
     const timers = [
       setInterval(() => host.refreshKeys().then((changed) => changed && log.info({ keys: host.keys.fingerprint }, 'signing keys reloaded'),
         (err) => log.error({ err }, 'key refresh failed')), config.keyRefreshSeconds * 1000),
-      setInterval(() => cleanup(database, log), CLEANUP_MS),
+      setInterval(() => cleanup(database, config, log), CLEANUP_MS),
     ];
     timers.forEach((t) => t.unref());
-    await cleanup(database, log);
+    await cleanup(database, config, log);
 
     let closing: Promise<void> | undefined;
     const close = () => closing ??= (async () => {
@@ -247,12 +248,14 @@ function asset(ctx: Context) {
   }
 }
 
-async function cleanup(database: Database, log: Logger) {
+async function cleanup(database: Database, config: Config, log: Logger) {
   try {
     const payloads = await deleteExpiredPayloads(database.db);
     const keys = await purgeExpiredKeys(database.db);
     const rateLimits = await purgeExpiredRateLimits(database.db);
     if (payloads || keys || rateLimits) log.debug({ payloads, keys, rateLimits }, 'expired rows deleted');
+    const audit = await applyRetention(database.db, { days: config.auditRetentionDays, archiveDir: config.auditArchiveDir });
+    if (audit.deleted) log.info({ ...audit, retentionDays: config.auditRetentionDays }, 'audit decisions past retention removed');
   } catch (err) {
     log.error({ err }, 'cleanup failed');
   }

@@ -28,6 +28,10 @@ const Settings = z.object({
   errors: z.enum(['verbose', 'minimal']),
   /** how often every node re-reads the signing keys, so a rotation made anywhere is used everywhere */
   keyRefreshSeconds: z.coerce.number().int().min(1).max(3600),
+  /** audit retention: decisions older than this many days leave the log (0: keep everything) */
+  auditRetentionDays: z.coerce.number().int().min(0).max(36500),
+  /** where decisions leaving the log are archived first (JSON Lines, one file per day); unset: deleted only */
+  auditArchiveDir: z.string().min(1).optional(),
   /** serve the demo Resource AS and MCP server under the issuer (`/demo/as`, `/demo/mcp`) */
   demo: z.boolean(),
   /** sign-in throttling: consecutive failed attempts per account (case-folded username) before a block; 0: off */
@@ -66,6 +70,8 @@ const flags = {
   'no-demo': { type: 'boolean' },
   errors: { type: 'string' },
   'key-refresh': { type: 'string' },
+  'audit-retention-days': { type: 'string' },
+  'audit-archive-dir': { type: 'string' },
   'login-account-failures': { type: 'string' },
   'login-account-block': { type: 'string' },
   'login-account-block-max': { type: 'string' },
@@ -105,6 +111,8 @@ export function loadConfig(
     seedFile: values.seed ?? (env.IDJAG_SEED_FILE || undefined),
     demo: !(values['no-demo'] ?? env.IDJAG_NO_DEMO === '1'),
     keyRefreshSeconds: values['key-refresh'] ?? env.IDJAG_KEY_REFRESH_SECONDS ?? 30,
+    auditRetentionDays: values['audit-retention-days'] ?? env.IDJAG_AUDIT_RETENTION_DAYS ?? '90',
+    auditArchiveDir: values['audit-archive-dir'] ?? (env.IDJAG_AUDIT_ARCHIVE_DIR || undefined),
     loginAccountFailures: values['login-account-failures'] ?? env.IDJAG_LOGIN_ACCOUNT_FAILURES ?? '5',
     loginAccountBlock: values['login-account-block'] ?? env.IDJAG_LOGIN_ACCOUNT_BLOCK ?? '30',
     loginAccountBlockMax: values['login-account-block-max'] ?? env.IDJAG_LOGIN_ACCOUNT_BLOCK_MAX ?? '900',

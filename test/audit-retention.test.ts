@@ -1,0 +1,91 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { uuidv7 } from '../src/audit/index.ts';
+import { applyRetention } from '../src/audit/retention.ts';
+import { loadConfig } from '../src/config/index.ts';
+import type { AuditLogTable } from '../src/db/schema.ts';
+import { auditCount } from './helpers/audit.ts';
+import { startTestServer, type TestServer } from './helpers/server.ts';
+
+const DAY = 24 * 3600 * 1000;
+
+const row = (at: number, i: number): AuditLogTable => ({
+  id: uuidv7(at), at, request_id: `old-${i}`, decision: 'denied', reason: 'no_rule', explanation: `row ${i}`, error: 'invalid_target',
+  client_id: 'demo-agent', sub: null, username: null, audience: null, resources: '["https://mcp.todo.example/mcp"]', scopes_requested: null,
+  scopes_granted: null, rule_id: null, jti: null, exp: null, subject_token_type: null, ip: null, user_agent: null, duration_ms: null,
+  checks: '[{"name":"policy","status":"failed","message":"m"}]', warnings: null,
+});
+
+async function insertRows(idjag: TestServer, rows: AuditLogTable[]) {
+  for (let i = 0; i < rows.length; i += 200) await idjag.database.db.insertInto('audit_log').values(rows.slice(i, i + 200)).execute();
+}
+
+test('the default keeps 90 days; the setting and the archive directory come from flags and environment', () => {
+  expect(loadConfig([], { PORT: '0' })).toMatchObject({ auditRetentionDays: 90 });
+  expect(loadConfig([], { PORT: '0' }).auditArchiveDir).toBeUndefined();
+  expect(loadConfig(['--audit-retention-days', '0', '--audit-archive-dir', '/var/lib/idjag/archive'], {})).toMatchObject({ auditRetentionDays: 0, auditArchiveDir: '/var/lib/idjag/archive' });
+  expect(loadConfig([], { IDJAG_AUDIT_RETENTION_DAYS: '30', IDJAG_AUDIT_ARCHIVE_DIR: '/tmp/a' })).toMatchObject({ auditRetentionDays: 30, auditArchiveDir: '/tmp/a' });
+  expect(() => loadConfig([], { IDJAG_AUDIT_RETENTION_DAYS: '-1' })).toThrow(/auditRetentionDays/);
+});
+
+describe('retention', () => {
+  let idjag: TestServer;
+  beforeAll(async () => {
+    idjag = await startTestServer({ auditRetentionDays: 0 });
+  });
+  afterAll(() => idjag.dispose());
+
+  test('decisions older than the retention leave the log in batches, archived first by day; newer ones stay', async () => {
+    const now = Date.now();
+    const old = Array.from({ length: 2_500 }, (_, i) => row(now - 40 * DAY - i * 60_000, i));
+    const recent = Array.from({ length: 30 }, (_, i) => row(now - 10 * DAY - i, 10_000 + i));
+    const before = await auditCount(idjag);
+    await insertRows(idjag, [...old, ...recent]);
+    const dir = join(idjag.dir, 'archive');
+
+    expect(await applyRetention(idjag.database.db, { days: 30, archiveDir: dir, batch: 700 }, now)).toEqual({ deleted: 2_500, archived: 2_500 });
+    expect(await auditCount(idjag)).toBe(before + recent.length);
+    const files = readdirSync(dir).sort();
+    expect(files.every((f) => /^audit-\d{4}-\d{2}-\d{2}\.jsonl$/.test(f))).toBe(true);
+    const lines = files.flatMap((f) => readFileSync(join(dir, f), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { request_id: string; checks: unknown[]; time: string }));
+    expect(lines.map((l) => l.request_id).sort()).toEqual(old.map((r) => r.request_id).sort());
+    expect(lines[0]!.checks).toEqual([{ name: 'policy', status: 'failed', message: 'm' }]);
+    for (const f of files) {
+      const day = f.slice(6, 16);
+      expect(readFileSync(join(dir, f), 'utf8').trim().split('\n').every((l) => (JSON.parse(l) as { time: string }).time.startsWith(day))).toBe(true);
+    }
+    // nothing left to do, and 0 days keeps everything
+    expect(await applyRetention(idjag.database.db, { days: 30, archiveDir: dir }, now)).toEqual({ deleted: 0, archived: 0 });
+    expect(await applyRetention(idjag.database.db, { days: 0 }, now + 1000 * DAY)).toEqual({ deleted: 0, archived: 0 });
+  });
+
+  test('the token endpoint keeps answering while a backlog is worked off', async () => {
+    const now = Date.now();
+    await insertRows(idjag, Array.from({ length: 5_000 }, (_, i) => row(now - 100 * DAY - i, 20_000 + i)));
+    let swept = false;
+    const sweeping = applyRetention(idjag.database.db, { days: 90, batch: 250 }, now).then((r) => { swept = true; return r; });
+    // health checks sent one after another while the batches run: some are answered before the sweep ends
+    const during: number[] = [];
+    while (!swept) {
+      const res = await fetch(`${idjag.url}/healthz`);
+      if (!swept) during.push(res.status);
+    }
+    expect(during.length).toBeGreaterThan(0);
+    expect(during.every((s) => s === 200)).toBe(true);
+    expect((await sweeping).deleted).toBe(5_000);
+  });
+});
+
+test('a server applies the retention when it starts and every 10 minutes after', async () => {
+  const first = await startTestServer({ auditRetentionDays: 0 });
+  const now = Date.now();
+  await insertRows(first, Array.from({ length: 50 }, (_, i) => row(now - 8 * DAY - i, i)));
+  const kept = await auditCount(first);
+  await first.stop();
+  const second = await startTestServer({ auditRetentionDays: 7 }, first.testDatabase);
+  try {
+    expect(await auditCount(second)).toBe(kept - 50);
+  } finally {
+    await second.dispose();
+  }
+});
