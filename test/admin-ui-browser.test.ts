@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { decodeJwt } from 'jose';
 import type { Browser, Page } from 'playwright-core';
 import { signIn } from './helpers/browser.ts';
-import { launchChromium, locateChromium } from './helpers/chromium.ts';
+import { launchChromium, locateChromium, watchProblems } from './helpers/chromium.ts';
 import { exchange, TODO_AS, TODO_MCP } from './helpers/exchange.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
 
@@ -28,16 +28,7 @@ let page: Page;
 /** console errors and CSP violations seen by any page: each test ends with none */
 const problems: string[] = [];
 
-function watch(p: Page): Page {
-  p.on('console', (m) => {
-    // a page answered with 400 (a form with errors) or 403 (not an admin) is the page under test, not a problem;
-    // a script, stylesheet or CSP failure is
-    const documentStatus = m.text().startsWith('Failed to load resource') && m.location().url === p.url();
-    if (m.type() === 'error' && !documentStatus) problems.push(`${p.url()}: ${m.text()}`);
-  });
-  p.on('pageerror', (e) => problems.push(`${p.url()}: ${e.message}`));
-  return p;
-}
+const watch = (p: Page): Page => watchProblems(p, problems);
 
 const url = (path: string) => `${idjag.url}${path}`;
 const shot = (name: string) => page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });

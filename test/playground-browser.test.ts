@@ -2,7 +2,7 @@ import { mkdirSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Browser, BrowserContext, Locator, Page } from 'playwright-core';
-import { launchChromium, locateChromium } from './helpers/chromium.ts';
+import { launchChromium, locateChromium, watchProblems } from './helpers/chromium.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
 
 /**
@@ -22,15 +22,7 @@ let browser: Browser;
 /** console errors and CSP violations seen by any page: each test ends with none */
 const problems: string[] = [];
 
-function watch(p: Page): Page {
-  p.on('console', (m) => {
-    // a page answered with an error status (a refused form) is the page under test; a script or CSP failure is a problem
-    const documentStatus = m.text().startsWith('Failed to load resource') && m.location().url === p.url();
-    if (m.type() === 'error' && !documentStatus) problems.push(`${p.url()}: ${m.text()}`);
-  });
-  p.on('pageerror', (e) => problems.push(`${p.url()}: ${e.message}`));
-  return p;
-}
+const watch = (p: Page): Page => watchProblems(p, problems);
 
 async function newPage(): Promise<{ context: BrowserContext; page: Page }> {
   // a little smaller than life, so the README's screenshots stay small

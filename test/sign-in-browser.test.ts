@@ -4,7 +4,7 @@ import { decodeJwt } from 'jose';
 import type { Browser, Page } from 'playwright-core';
 import { connectAdmin } from './helpers/admin.ts';
 import { DEMO_AGENT, pkce, REDIRECT_URI as SEEDED_REDIRECT_URI, tokenRequest } from './helpers/browser.ts';
-import { launchChromium, locateChromium } from './helpers/chromium.ts';
+import { launchChromium, locateChromium, watchProblems } from './helpers/chromium.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
 
 /**
@@ -49,8 +49,7 @@ afterEach(() => {
 
 /** Where the browser came back to the client (the URL with the code), once it did. */
 function clientPage(page: Page): () => URL | undefined {
-  page.on('console', (m) => { if (m.type() === 'error') problems.push(`${page.url()}: ${m.text()}`); });
-  page.on('pageerror', (e) => problems.push(`${page.url()}: ${e.message}`));
+  watchProblems(page, problems);
   return () => (page.url().startsWith(REDIRECT_URI) ? new URL(page.url()) : undefined);
 }
 

@@ -20,7 +20,7 @@ import { dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
 import { createBrotliDecompress } from 'node:zlib';
-import { chromium, type Browser } from 'playwright-core';
+import { chromium, type Browser, type Page } from 'playwright-core';
 import { extract } from 'tar-fs';
 
 export const SYSTEM_CHROMIUM = '/usr/bin/chromium';
@@ -102,4 +102,17 @@ async function unpackShipped(packageDir: string, version: string): Promise<{ exe
     await rm(staging, { recursive: true, force: true });
   }
   return unpacked;
+}
+
+/**
+ * Collects what a browser test must end without: console errors and uncaught page errors (a CSP violation is a
+ * console error). A page answered with an error status (a refused form) is the page under test, not a problem.
+ */
+export function watchProblems(p: Page, problems: string[]): Page {
+  p.on('console', (m) => {
+    const documentStatus = m.text().startsWith('Failed to load resource') && m.location().url === p.url();
+    if (m.type() === 'error' && !documentStatus) problems.push(`${p.url()}: ${m.text()}`);
+  });
+  p.on('pageerror', (e) => problems.push(`${p.url()}: ${e.message}`));
+  return p;
 }
