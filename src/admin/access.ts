@@ -114,6 +114,9 @@ const keyOf = (r: AccessRow): RowKey => [r.username, r.client_id, r.audience, r.
 
 const Cursor = z.object({ k: z.tuple([z.string(), z.string(), z.string(), z.string()]), t: z.number().int() });
 
+/** The cursor of the page that starts just after `row`, decided at `at` (epoch seconds). */
+export const cursorAfter = (row: AccessRow, at: number): string => encodeCursor(keyOf(row), at);
+
 function encodeCursor(key: RowKey, at: number): string {
   return Buffer.from(JSON.stringify({ k: key, t: at })).toString('base64url');
 }
