@@ -128,6 +128,7 @@ export async function startIdjag(config: Config, options: StartOptions = {}): Pr
     // own body parser on its own routes only.
     app.use(createAdmin({
       db, log, issuer, url, render, provider: () => host.provider, reloadKeys: () => host.refreshKeys(), demoAsClientId: demo ? DEMO_AS_CLIENT.clientId : undefined,
+      impact: { days: config.impactDays, maxRows: config.impactMaxRows },
     }).middleware);
     app.use(limits.token.middleware);
     app.use(authorizationServerMetadata);

@@ -523,7 +523,8 @@ describe('pages and pieces', () => {
 
   test('no page has an inline script or style attribute (the CSP would block them)', async () => {
     for (const path of ['/admin', '/admin/rules', '/admin/rules/new', '/admin/rules/engineering-todo/edit', '/admin/clients', '/admin/clients/demo-agent',
-      '/admin/servers', '/admin/users', '/admin/users/alice', '/admin/groups', '/admin/groups/sales', '/admin/audit', '/admin/changes', '/admin/simulate', '/admin/keys']) {
+      '/admin/servers', '/admin/users', '/admin/users/alice', '/admin/groups', '/admin/groups/sales', '/admin/audit', '/admin/changes', '/admin/simulate', '/admin/keys',
+      '/admin/access', '/admin/access?resource=https%3A%2F%2Fmcp.todo.example%2Fmcp', '/admin/rules/engineering-todo/impact?action=delete']) {
       const page: Page = await ui.open(path);
       expect([path, page.status]).toEqual([path, 200]);
       expect(page.headers.get('cache-control')).toBe('no-store');

@@ -36,6 +36,8 @@ function rule(id: string, over: Partial<Omit<Rule, 'id'>> = {}): Rule {
     lifetime: 300,
     maxAuthAge: null,
     enabled: true,
+    notBefore: null,
+    expiresAt: null,
     ...over,
   };
 }
@@ -436,6 +438,83 @@ const cases: Case[] = [
     expected: denied('step_up_required', 'insufficient_user_authentication', ['rule-files', 'rule-mail'], 60),
   },
 
+  // --- time-bound rules: in force from notBefore (inclusive) until expiresAt (exclusive) ---
+  {
+    name: 'time-bound: expiresAt one second ahead: still in force',
+    rules: [rule('rule-temp', { expiresAt: NOW + 1 })],
+    input: request(),
+    expected: allowed(['rule-temp'], ['read']),
+  },
+  {
+    name: 'time-bound: expiresAt exactly now: expired (the bound is exclusive)',
+    rules: [rule('rule-temp', { expiresAt: NOW })],
+    input: request(),
+    expected: denied('rule_expired', 'invalid_target', ['rule-temp']),
+  },
+  {
+    name: 'time-bound: notBefore exactly now: in force (the bound is inclusive)',
+    rules: [rule('rule-later', { notBefore: NOW })],
+    input: request(),
+    expected: allowed(['rule-later'], ['read']),
+  },
+  {
+    name: 'time-bound: notBefore one second ahead: rule_not_yet_valid',
+    rules: [rule('rule-later', { notBefore: NOW + 1 })],
+    input: request(),
+    expected: denied('rule_not_yet_valid', 'invalid_target', ['rule-later']),
+  },
+  {
+    name: 'time-bound: inside a window with both bounds',
+    rules: [rule('rule-window', { notBefore: NOW - 3600, expiresAt: NOW + 3600 })],
+    input: request(),
+    expected: allowed(['rule-window'], ['read']),
+  },
+  {
+    name: 'time-bound: the last second of a window is in it, the next is not',
+    rules: [rule('rule-window', { notBefore: NOW - 3600, expiresAt: NOW })],
+    input: request({ now: NOW - 1 }),
+    expected: allowed(['rule-window'], ['read']),
+  },
+  {
+    name: 'time-bound: an expired rule is skipped when a rule in force applies, even if it would grant more',
+    rules: [rule('rule-expired', { expiresAt: NOW - 1, scopes: ['read', 'write', 'admin'] }), rule('rule-files', { mcpServerId: FILES.id, subjects: groups('grp-eng') })],
+    input: request({ requestedScopes: ['read', 'write', 'admin'] }),
+    expected: allowed(['rule-files'], ['read', 'write']),
+  },
+  {
+    name: 'time-bound: the rule covering the user expired while another group\'s rule is in force: rule_expired names it',
+    rules: [rule('rule-eng', { subjects: groups('grp-eng'), expiresAt: NOW - 60 }), rule('rule-sales', { subjects: groups('grp-sales') })],
+    input: request(),
+    expected: denied('rule_expired', 'invalid_target', ['rule-eng']),
+  },
+  {
+    name: 'time-bound: subjects are checked first: an expired rule not covering the user is subject_not_allowed',
+    rules: [rule('rule-sales', { subjects: groups('grp-sales'), expiresAt: NOW - 60 })],
+    input: request(),
+    expected: denied('subject_not_allowed', 'invalid_target', ['rule-sales']),
+  },
+  {
+    name: 'time-bound: one rule expired, another not yet valid: rule_not_yet_valid names both',
+    rules: [rule('rule-past', { expiresAt: NOW - 60 }), rule('rule-next', { mcpServerId: FILES.id, notBefore: NOW + 60 })],
+    input: request(),
+    expected: denied('rule_not_yet_valid', 'invalid_target', ['rule-next', 'rule-past']),
+  },
+  {
+    name: 'time-bound: a disabled rule stays rule_disabled, whatever its window',
+    rules: [rule('rule-off', { enabled: false, expiresAt: NOW - 60 })],
+    input: request(),
+    expected: denied('rule_disabled', 'invalid_target', ['rule-off']),
+  },
+  {
+    name: 'time-bound: several MCP servers, one server\'s only rule expired: the whole request is refused',
+    rules: [
+      rule('rule-files', { mcpServerId: FILES.id }),
+      rule('rule-mail', { mcpServerId: MAIL.id, scopes: ['read'], expiresAt: NOW }),
+    ],
+    input: request({ mcpServers: [FILES, MAIL] }),
+    expected: denied('rule_expired', 'invalid_target', ['rule-mail']),
+  },
+
   // --- lifetime ---
   {
     name: 'lifetime is capped at MAX_LIFETIME',
@@ -501,7 +580,7 @@ describe('decide, as a decision table', () => {
 
   test('the table exercises every deny reason and every error', () => {
     const reasons: Record<DenyReason, number> = {
-      no_rule: 0, rule_disabled: 0,
+      no_rule: 0, rule_disabled: 0, rule_expired: 0, rule_not_yet_valid: 0,
       subject_not_allowed: 0, rules_disagree: 0, scope_not_allowed: 0, no_scope_requested: 0, step_up_required: 0,
     };
     const errors: Record<PolicyError, number> = {
@@ -522,6 +601,30 @@ describe('decide, as a decision table', () => {
 
   test('case names are unique', () => {
     expect(new Set(cases.map((c) => c.name)).size).toBe(cases.length);
+  });
+});
+
+describe('decide, time-bound rules', () => {
+  test('the explanation says the rule did not apply because it expired, or is not valid yet, and when', () => {
+    const expired = decide(request(), [rule('rule-temp', { expiresAt: NOW - 3600 })]);
+    expect(expired).toMatchObject({ allow: false, reason: 'rule_expired' });
+    expect(expired.explanation).toContain(`rule rule-temp expired at ${new Date((NOW - 3600) * 1000).toISOString()}`);
+    const later = decide(request(), [rule('rule-temp', { notBefore: NOW + 3600 })]);
+    expect(later).toMatchObject({ allow: false, reason: 'rule_not_yet_valid' });
+    expect(later.explanation).toContain(`rule rule-temp is valid from ${new Date((NOW + 3600) * 1000).toISOString()}`);
+    // the client is told neither the rule nor its dates
+    for (const d of [expired, later]) {
+      if (d.allow) throw new Error('expected denials');
+      expect(d.description).not.toContain('rule-temp');
+      expect(d.description).not.toMatch(/\d{4}-\d\d-\d\d/);
+    }
+  });
+
+  test('a rule\'s window is read against input.now only: the same rule and facts at two instants, two decisions', () => {
+    const rules = [rule('rule-temp', { notBefore: NOW, expiresAt: NOW + 10 })];
+    const at = (now: number) => decide(request({ now }), rules);
+    expect([NOW - 1, NOW, NOW + 9, NOW + 10].map((t) => (at(t).allow ? 'allow' : (at(t) as Deny).reason)))
+      .toEqual(['rule_not_yet_valid', 'allow', 'allow', 'rule_expired']);
   });
 });
 

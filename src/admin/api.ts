@@ -8,7 +8,8 @@ import { z } from 'zod';
 import type { DB } from '../db/index.ts';
 import { AuditExport, AuditPage, exportAudit, getAuditEntry, searchAudit } from './audit-query.ts';
 import { requireAdminToken } from './auth.ts';
-import { ChangeQuery, listChanges, type Actor } from './changes.ts';
+import { AccessExport, AccessPage, accessPage, exportAccess } from './access.ts';
+import { ChangeQuery, listChanges, type Actor, type Change } from './changes.ts';
 import {
   ClientCreate, ClientFilter, ClientPatch, createClient, deleteClient, getClient, listClients, providerClientValidator,
   rotateClientSecret, setClientDisabled, updateClient,
@@ -20,7 +21,9 @@ import { QueryBoolean } from './fields.ts';
 import {
   addMember, createGroup, deleteGroup, getGroup, GroupDoc, GroupPatch, listGroups, MemberInput, MembersInput, removeMember, setMembers, updateGroup,
 } from './groups.ts';
-import { createRule, deleteRule, getRule, listRules, RuleDoc, RuleFilter, RulePatch, setRuleEnabled, updateRule } from './rules.ts';
+import { DEFAULT_IMPACT, previewImpact, type ImpactSettings, type ImpactSummary } from './impact.ts';
+import { applyRuleChange, previewRuleChange, saveRuleChange, type RuleChange } from './rule-changes.ts';
+import { getRule, listRules, RuleDoc, RuleFilter, RulePatch } from './rules.ts';
 import {
   createMcpServer, createResourceServer, deleteMcpServer, deleteResourceServer, getMcpServer, getResourceServer, listResourceServers,
   McpServerDoc, McpServerPatch, ResourceServerDoc, ResourceServerPatch, updateMcpServer, updateResourceServer,
@@ -41,6 +44,8 @@ export interface AdminApiDeps {
   provider: () => Provider;
   /** makes this node's provider load the signing keys again (after a rotation) */
   reloadKeys: () => Promise<unknown>;
+  /** how much recorded traffic a change's impact replays (default: 7 days, 10,000 decisions) */
+  impact?: ImpactSettings | undefined;
 }
 
 /** JSON bodies only, small: this API's inputs are forms and documents, never uploads. */
@@ -100,8 +105,16 @@ function errorBoundary(log: Logger) {
   };
 }
 
+/** `?impact=`: preview (nothing saved), true (saved with its impact), false or absent (saved, no replay). */
+const ImpactParam = z.enum(['preview', 'true', 'false', '1', '0']).transform((v) => (v === 'preview' ? 'preview' : v === 'true' || v === '1' ? 'save' : 'none'));
+
+function impactMode(ctx: Context): 'preview' | 'save' | 'none' {
+  return parseInput(z.object({ impact: ImpactParam.optional() }), query(ctx)).impact ?? 'none';
+}
+
 function routes(deps: AdminApiDeps): Router {
   const { db } = deps;
+  const impactSettings = deps.impact ?? DEFAULT_IMPACT;
   const validateClient = providerClientValidator(deps.provider);
   const r = new Router({ prefix: ADMIN_API_PREFIX });
 
@@ -110,14 +123,44 @@ function routes(deps: AdminApiDeps): Router {
     ctx.body = { actor: admin.actor, client_id: admin.clientId, scope: admin.scopes.join(' '), expires_at: admin.expiresAt === undefined ? null : new Date(admin.expiresAt * 1000).toISOString() };
   });
 
-  // Policy rules
+  // Policy rules. `?impact=preview`: nothing is saved, the answer is what the change would do to the recorded
+  // decisions of the last days; `?impact=true`: saved, with that impact returned and kept in the change log.
+  const ruleChange = async (ctx: Context, change: RuleChange, status = 200) => {
+    const mode = impactMode(ctx);
+    if (mode === 'none') {
+      const rule = await applyRuleChange(db, change, actor(ctx));
+      if (rule) {
+        ctx.status = status;
+        ctx.body = rule;
+      } else ctx.status = 204;
+      return;
+    }
+    const { rule, impact } = await (mode === 'preview' ? previewRuleChange : saveRuleChange)(db, impactSettings, change, actor(ctx));
+    if (mode === 'preview') ctx.body = { dry_run: true, ...(rule ? { rule } : {}), impact };
+    else {
+      ctx.status = status;
+      // a delete has no rule to answer with: it names the rule deleted
+      ctx.body = rule ? { ...rule, impact } : { deleted: 'id' in change ? change.id : undefined, impact };
+    }
+  };
   r.get('/rules', async (ctx) => { ctx.body = await listRules(db, parseInput(RuleFilter, query(ctx))); });
-  r.post('/rules', body, async (ctx) => created(ctx, await createRule(db, parseInput(RuleDoc, input(ctx)), actor(ctx))));
+  r.post('/rules', body, async (ctx) => ruleChange(ctx, { action: 'create', doc: parseInput(RuleDoc, input(ctx)) }, 201));
   r.get('/rules/:id', async (ctx) => { ctx.body = await getRule(db, param(ctx, 'id')); });
-  r.patch('/rules/:id', body, async (ctx) => { ctx.body = await updateRule(db, param(ctx, 'id'), parseInput(RulePatch, input(ctx)), actor(ctx)); });
-  r.post('/rules/:id/enable', body, async (ctx) => { ctx.body = await setRuleEnabled(db, param(ctx, 'id'), true, actor(ctx)); });
-  r.post('/rules/:id/disable', body, async (ctx) => { ctx.body = await setRuleEnabled(db, param(ctx, 'id'), false, actor(ctx)); });
-  r.delete('/rules/:id', async (ctx) => { await deleteRule(db, param(ctx, 'id'), actor(ctx)); ctx.status = 204; });
+  r.patch('/rules/:id', body, async (ctx) => ruleChange(ctx, { action: 'update', id: param(ctx, 'id'), patch: parseInput(RulePatch, input(ctx)) }));
+  r.post('/rules/:id/enable', body, async (ctx) => ruleChange(ctx, { action: 'enable', id: param(ctx, 'id') }));
+  r.post('/rules/:id/disable', body, async (ctx) => ruleChange(ctx, { action: 'disable', id: param(ctx, 'id') }));
+  r.delete('/rules/:id', async (ctx) => ruleChange(ctx, { action: 'delete', id: param(ctx, 'id') }));
+
+  // Effective access: who can reach what, decided by the policy engine; the export streams.
+  r.get('/access', async (ctx) => { ctx.body = await accessPage(db, parseInput(AccessPage, query(ctx))); });
+  r.get('/access/export', async (ctx) => {
+    const { format, ...filter } = parseInput(AccessExport, query(ctx));
+    const chunks = await exportAccess(db, filter, format);
+    const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+    ctx.type = format === 'csv' ? 'text/csv; charset=utf-8' : 'application/jsonl; charset=utf-8';
+    ctx.set('Content-Disposition', `attachment; filename="idjag-access-${stamp}.${format}"`);
+    ctx.body = Readable.from(chunks);
+  });
 
   // Clients
   r.get('/clients', async (ctx) => { ctx.body = { items: await listClients(db, parseInput(ClientFilter, query(ctx))) }; });
@@ -186,12 +229,23 @@ function routes(deps: AdminApiDeps): Router {
     ctx.body = await exportDocument(db);
   });
   r.post('/import', importBody, async (ctx) => {
-    const { dry_run: dryRun = false } = parseInput(z.strictObject({ dry_run: QueryBoolean.optional() }), query(ctx));
+    const q = parseInput(z.strictObject({ dry_run: QueryBoolean.optional(), impact: ImpactParam.optional() }), query(ctx));
+    const mode = q.impact ?? 'none';
+    const dryRun = (q.dry_run ?? false) || mode === 'preview';
     const doc = parseInput(ConfigDocument, substitute(input(ctx), { ISSUER: deps.issuer }));
-    const changes = await applyDocument(db, doc, { ...actor(ctx), dryRun, validateClient });
+    const options = { ...actor(ctx), validateClient };
+    let changes: Change[];
+    let impact: ImpactSummary | undefined;
+    if (mode === 'none') changes = await applyDocument(db, doc, { ...options, dryRun });
+    else {
+      // an import can change anything the policy reads (rules, groups, clients, MCP servers): every client's decisions are replayed
+      const preview = await previewImpact(db, impactSettings, null, (o) => applyDocument(db, doc, { ...options, ...o }));
+      impact = preview.impact;
+      changes = dryRun ? preview.result : await applyDocument(db, doc, { ...options, impact });
+    }
     const summary: Record<string, number> = {};
     for (const c of changes) summary[c.action] = (summary[c.action] ?? 0) + 1;
-    ctx.body = { dry_run: dryRun, applied: !dryRun, summary, changes };
+    ctx.body = { dry_run: dryRun, applied: !dryRun, summary, changes, ...(impact ? { impact } : {}) };
   });
 
   return r;

@@ -20,7 +20,7 @@ import { findRule, type RuleView } from './rules.ts';
  */
 
 /** A time: epoch milliseconds, or an ISO 8601 date-time. */
-const Time = z.union([
+export const Time = z.union([
   z.number().int().min(0),
   z.string().regex(/^\d{1,15}$/).transform(Number),
   z.iso.datetime({ offset: true }).transform((s) => Date.parse(s)),

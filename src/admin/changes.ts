@@ -3,6 +3,7 @@ import { uuidv7 } from '../audit/index.ts';
 import type { DB } from '../db/index.ts';
 import type { AdminChangesTable } from '../db/schema.ts';
 import { invalid } from './errors.ts';
+import type { ImpactSummary } from './impact.ts';
 
 /**
  * The admin change log: every change an admin makes, with the entity before and after, in the shape of the
@@ -67,9 +68,19 @@ export function diff(entity: Entity, entityId: string, before: unknown, after: u
   return { action, entity, entity_id: entityId, before, after };
 }
 
-export async function recordChanges(db: DB, by: Actor, changes: Change[], at = Date.now()): Promise<void> {
+export interface RecordOptions {
+  /** epoch milliseconds; default now */
+  at?: number;
+  /**
+   * What the change would have done to recorded decisions (src/admin/impact.ts), kept with the first change of
+   * the batch: a rule change has one, an import's many changes share one impact.
+   */
+  impact?: ImpactSummary | undefined;
+}
+
+export async function recordChanges(db: DB, by: Actor, changes: Change[], { at = Date.now(), impact }: RecordOptions = {}): Promise<void> {
   if (changes.length === 0) return;
-  const rows: AdminChangesTable[] = changes.map((c) => ({
+  const rows: AdminChangesTable[] = changes.map((c, i) => ({
     id: uuidv7(at),
     at,
     actor: by.actor,
@@ -79,6 +90,7 @@ export async function recordChanges(db: DB, by: Actor, changes: Change[], at = D
     before: c.before === null || c.before === undefined ? null : JSON.stringify(scrub(c.before)),
     after: c.after === null || c.after === undefined ? null : JSON.stringify(scrub(c.after)),
     request_id: by.requestId ?? null,
+    impact: i === 0 && impact ? JSON.stringify(impact) : null,
   }));
   // UUIDv7 randomness does not order rows within one millisecond: sort so one batch reads in write order
   // when paged newest-first, whatever ids it drew.
@@ -87,11 +99,44 @@ export async function recordChanges(db: DB, by: Actor, changes: Change[], at = D
   await db.insertInto('admin_changes').values(rows).execute();
 }
 
+/** How a change is made: for real, or rehearsed and rolled back (a preview). */
+export interface ChangeOptions {
+  /** run every check and every write, then roll back: nothing is stored, not even the change log */
+  dryRun?: boolean | undefined;
+  /** called in the transaction once the change is written, before it commits or rolls back: a preview reads there the state the change would leave */
+  inspect?: ((trx: DB) => Promise<void>) | undefined;
+  /** the change's impact on recorded decisions, recorded with it */
+  impact?: ImpactSummary | undefined;
+}
+
+const DRY_RUN = Symbol('dry run');
+
+/**
+ * One change, in one transaction, with its change-log record: `work` writes and records; a dry run then rolls
+ * all of it back and returns what `work` returned, so a preview runs exactly the checks and writes a save does.
+ */
+export async function changeTransaction<T>(db: DB, opts: ChangeOptions, work: (trx: DB) => Promise<T>): Promise<T> {
+  let result: T | undefined;
+  try {
+    return await db.transaction().execute(async (trx) => {
+      result = await work(trx);
+      await opts.inspect?.(trx);
+      if (opts.dryRun) throw DRY_RUN;
+      return result;
+    });
+  } catch (err) {
+    if (err !== DRY_RUN) throw err;
+    return result as T;
+  }
+}
+
 export interface ChangeView extends Change {
   id: string;
   at: string;
   actor: string;
   request_id: string | null;
+  /** the impact summary computed before the change was saved, when one was */
+  impact: ImpactSummary | null;
 }
 
 export const ChangeQuery = z.strictObject({
@@ -137,6 +182,7 @@ export async function listChanges(db: DB, q: ChangeQuery): Promise<{ items: Chan
       before: r.before === null ? null : JSON.parse(r.before),
       after: r.after === null ? null : JSON.parse(r.after),
       request_id: r.request_id,
+      impact: r.impact === null ? null : JSON.parse(r.impact) as ImpactSummary,
     })),
     next_cursor: rows.length > q.limit && last ? encodeCursor(last.at, last.id) : null,
   };

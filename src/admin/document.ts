@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { now, type DB } from '../db/index.ts';
 import { hashSecret, verifySecret } from '../oidc/secrets.ts';
-import { diff, recordChanges, type Actor, type Change } from './changes.ts';
+import { changeTransaction, diff, recordChanges, type Actor, type Change, type ChangeOptions } from './changes.ts';
 import { checkClient, ClientDoc, clientState, listClients, readClientState, writeClient, type ValidateClient } from './clients.ts';
 import { InvalidInput, type Issue } from './errors.ts';
 import { GroupDoc, listGroups, readGroupState, writeGroup } from './groups.ts';
@@ -102,17 +102,13 @@ async function secretHash(secret: string | undefined, current: string | null | u
   return hashSecret(secret);
 }
 
-export interface ApplyOptions {
+export interface ApplyOptions extends ChangeOptions {
   /** recorded as the author of every change (default 'seed') */
   actor?: string;
-  requestId?: string;
-  /** run every check and compute the changes, then roll back: nothing is written, not even the change log */
-  dryRun?: boolean;
+  requestId?: string | undefined;
   /** the provider's client metadata validation; absent when seeding before the provider exists */
-  validateClient?: ValidateClient;
+  validateClient?: ValidateClient | undefined;
 }
-
-const DRY_RUN = Symbol('dry run');
 
 /**
  * Applies a document in one transaction and returns what changed (creates and updates per entity, in
@@ -141,69 +137,64 @@ export async function applyDocument(db: DB, doc: ConfigDocument, options: ApplyO
   const clientHashes = await Promise.all(doc.clients.map((c) => secretHash(c.client_secret, storedClients.get(c.client_id))));
 
   const changes: Change[] = [];
-  try {
-    await db.transaction().execute(async (trx) => {
-      const at = now();
-      const track = async <S>(entity: Change['entity'], id: string, read: () => Promise<S | undefined>, write: () => Promise<unknown>) => {
-        const before = await read();
-        await write();
-        const change = diff(entity, id, before, await read());
-        if (change) changes.push(change);
-        return before;
-      };
+  await changeTransaction(db, opts, async (trx) => {
+    const at = now();
+    const track = async <S>(entity: Change['entity'], id: string, read: () => Promise<S | undefined>, write: () => Promise<unknown>) => {
+      const before = await read();
+      await write();
+      const change = diff(entity, id, before, await read());
+      if (change) changes.push(change);
+      return before;
+    };
 
-      const groupsBefore = new Set((await trx.selectFrom('groups').select('name').execute()).map((g) => g.name));
-      for (const g of doc.groups) await track('group', g.name, () => readGroupState(trx, g.name), () => writeGroup(trx, g, at));
+    const groupsBefore = new Set((await trx.selectFrom('groups').select('name').execute()).map((g) => g.name));
+    for (const g of doc.groups) await track('group', g.name, () => readGroupState(trx, g.name), () => writeGroup(trx, g, at));
 
-      for (const [i, u] of doc.users.entries()) {
-        const hash = userHashes[i];
-        const before = await track('user', u.username, () => readUserState(trx, u.username), () => writeUser(trx, u, hash, at));
-        if (before && hash !== undefined && hash !== storedUsers.get(u.username)) {
-          changes.push({ action: 'reset_password', entity: 'user', entity_id: u.username, before: null, after: null });
-        }
+    for (const [i, u] of doc.users.entries()) {
+      const hash = userHashes[i];
+      const before = await track('user', u.username, () => readUserState(trx, u.username), () => writeUser(trx, u, hash, at));
+      if (before && hash !== undefined && hash !== storedUsers.get(u.username)) {
+        changes.push({ action: 'reset_password', entity: 'user', entity_id: u.username, before: null, after: null });
       }
-      // groups a user names but the document does not declare are created on the way: record them too
-      for (const g of (await trx.selectFrom('groups').select('name').orderBy('name').execute()).map((x) => x.name)) {
-        if (!groupsBefore.has(g) && !doc.groups.some((d) => d.name === g)) changes.push({ action: 'create', entity: 'group', entity_id: g, before: null, after: { name: g } });
-      }
+    }
+    // groups a user names but the document does not declare are created on the way: record them too
+    for (const g of (await trx.selectFrom('groups').select('name').orderBy('name').execute()).map((x) => x.name)) {
+      if (!groupsBefore.has(g) && !doc.groups.some((d) => d.name === g)) changes.push({ action: 'create', entity: 'group', entity_id: g, before: null, after: { name: g } });
+    }
 
-      for (const [i, c] of doc.clients.entries()) {
-        const hash = clientHashes[i];
-        const { client_secret: _s, ...client } = c;
-        const before = await track('client', c.client_id, () => readClientState(trx, c.client_id), () => writeClient(trx, client, hash, at));
-        if (before && hash !== undefined && hash !== storedClients.get(c.client_id)) {
-          changes.push({ action: 'rotate_secret', entity: 'client', entity_id: c.client_id, before: null, after: null });
-        }
+    for (const [i, c] of doc.clients.entries()) {
+      const hash = clientHashes[i];
+      const { client_secret: _s, ...client } = c;
+      const before = await track('client', c.client_id, () => readClientState(trx, c.client_id), () => writeClient(trx, client, hash, at));
+      if (before && hash !== undefined && hash !== storedClients.get(c.client_id)) {
+        changes.push({ action: 'rotate_secret', entity: 'client', entity_id: c.client_id, before: null, after: null });
       }
+    }
 
-      const mcpWritten: { id: string; path: (string | number)[] }[] = [];
-      for (const [i, rs] of doc.resource_servers.entries()) {
-        const { mcp_servers: mcps, ...server } = rs;
-        let rsId = '';
-        await track('resource_server', rs.issuer, async () => {
-          const v = await findResourceServerByIssuer(trx, rs.issuer);
-          return v && resourceServerState(v);
-        }, async () => { rsId = await writeResourceServer(trx, server, at, ['resource_servers', i]); });
-        for (const [j, m] of mcps.entries()) {
-          await track('mcp_server', m.resource, async () => {
-            const v = await findMcpServerByResource(trx, m.resource);
-            return v && mcpServerState(v);
-          }, async () => { mcpWritten.push({ id: await writeMcpServer(trx, rsId, m, at), path: ['resource_servers', i, 'mcp_servers', j] }); });
-        }
+    const mcpWritten: { id: string; path: (string | number)[] }[] = [];
+    for (const [i, rs] of doc.resource_servers.entries()) {
+      const { mcp_servers: mcps, ...server } = rs;
+      let rsId = '';
+      await track('resource_server', rs.issuer, async () => {
+        const v = await findResourceServerByIssuer(trx, rs.issuer);
+        return v && resourceServerState(v);
+      }, async () => { rsId = await writeResourceServer(trx, server, at, ['resource_servers', i]); });
+      for (const [j, m] of mcps.entries()) {
+        await track('mcp_server', m.resource, async () => {
+          const v = await findMcpServerByResource(trx, m.resource);
+          return v && mcpServerState(v);
+        }, async () => { mcpWritten.push({ id: await writeMcpServer(trx, rsId, m, at), path: ['resource_servers', i, 'mcp_servers', j] }); });
       }
+    }
 
-      for (const [i, r] of doc.rules.entries()) {
-        const id = ruleId(r);
-        await track('rule', id, () => readRuleState(trx, id), () => writeRule(trx, r, by.actor, at, ['rules', i]));
-      }
-      // Last, once the document's own rules are in: an MCP server's new scopes must still cover its rules.
-      for (const m of mcpWritten) await checkRulesFit(trx, m.id, m.path);
+    for (const [i, r] of doc.rules.entries()) {
+      const id = ruleId(r);
+      await track('rule', id, () => readRuleState(trx, id), () => writeRule(trx, r, by.actor, at, ['rules', i]));
+    }
+    // Last, once the document's own rules are in: an MCP server's new scopes must still cover its rules.
+    for (const m of mcpWritten) await checkRulesFit(trx, m.id, m.path);
 
-      if (opts.dryRun) throw DRY_RUN;
-      await recordChanges(trx, by, changes);
-    });
-  } catch (err) {
-    if (err !== DRY_RUN) throw err;
-  }
+    await recordChanges(trx, by, changes, { impact: opts.impact });
+  });
   return changes;
 }

@@ -7,7 +7,7 @@ import { findResourceServer } from '../db/catalog.ts';
 import { findClientRow } from '../db/clients.ts';
 import { subsOf, usernamesOf } from '../db/users.ts';
 import { MAX_LIFETIME } from '../policy/index.ts';
-import { diff, recordChanges, type Actor, type Change } from './changes.ts';
+import { changeTransaction, diff, recordChanges, type Actor, type Change, type ChangeOptions } from './changes.ts';
 import { InvalidInput, NotFound, invalid, parseInput, type Issue } from './errors.ts';
 import { Description, QueryBoolean, RuleId, Scope, Uri } from './fields.ts';
 import { isoFromSeconds, merge, present } from './format.ts';
@@ -37,6 +37,16 @@ const defaultsWithinScopes = (r: { scopes?: string[] | undefined; default_scopes
   (r.default_scopes ?? []).every((s) => (r.scopes ?? []).includes(s));
 const DEFAULTS_WITHIN = { message: 'default_scopes must be a subset of scopes', path: ['default_scopes'] };
 
+/**
+ * A rule's time bounds, in the document as ISO 8601 date-times with a zone (`2025-07-01T00:00:00Z`), stored as
+ * epoch seconds (a fraction of a second is dropped). `not_before` is inclusive, `expires_at` exclusive.
+ */
+const Instant = z.iso.datetime({ offset: true, message: 'an ISO 8601 date-time with a zone, such as 2025-07-01T00:00:00Z' });
+export const secondsOf = (iso: string): number => Math.floor(Date.parse(iso) / 1000);
+const windowOpen = (r: { not_before?: string | undefined; expires_at?: string | undefined }) =>
+  r.not_before === undefined || r.expires_at === undefined || secondsOf(r.expires_at) > secondsOf(r.not_before);
+const WINDOW_OPEN = { message: 'expires_at must be later than not_before', path: ['expires_at'] };
+
 export const RuleDoc = z.strictObject({
   /** omitted: derived from client, target and subjects, so the same rule applied twice is found again */
   id: RuleId.optional(),
@@ -54,7 +64,11 @@ export const RuleDoc = z.strictObject({
   lifetime: Lifetime.default(300),
   max_auth_age: MaxAuthAge.optional(),
   enabled: z.boolean().optional(),
-}).refine(defaultsWithinScopes, DEFAULTS_WITHIN);
+  /** the rule is in force from this instant on; omitted: since it was made */
+  not_before: Instant.optional(),
+  /** the rule is in force until this instant (exclusive); omitted: until changed */
+  expires_at: Instant.optional(),
+}).refine(defaultsWithinScopes, DEFAULTS_WITHIN).refine(windowOpen, WINDOW_OPEN);
 export type RuleDoc = z.infer<typeof RuleDoc>;
 
 /** PATCH: absent keys keep their value, null clears an optional one; the merged rule is validated whole. */
@@ -70,6 +84,8 @@ export const RulePatch = z.strictObject({
   lifetime: Lifetime.optional(),
   max_auth_age: MaxAuthAge.nullable().optional(),
   enabled: z.boolean().optional(),
+  not_before: Instant.nullable().optional(),
+  expires_at: Instant.nullable().optional(),
 });
 export type RulePatch = z.infer<typeof RulePatch>;
 
@@ -82,6 +98,8 @@ export const RuleFilter = z.strictObject({
   /** rules naming this group */
   group: z.string().max(100).optional(),
   enabled: QueryBoolean.optional(),
+  /** time-bound rules by where now falls in their window: in_force (no window counts), expired, not_yet_valid */
+  validity: z.enum(['in_force', 'expired', 'not_yet_valid']).optional(),
   limit: z.coerce.number().int().min(1).max(1000).default(100),
   /** the last id of the previous page */
   after: RuleId.optional(),
@@ -91,7 +109,18 @@ export type RuleFilter = z.infer<typeof RuleFilter>;
 /** A rule as the document states it, with its id always present. */
 export type RuleState = Omit<RuleDoc, 'id'> & { id: string };
 
+/** Where now falls in a rule's window (whether it is enabled is another matter). */
+export type Validity = 'in_force' | 'expired' | 'not_yet_valid';
+
+export function validityAt(bounds: { not_before: number | null; expires_at: number | null }, at: number): Validity {
+  if (bounds.expires_at !== null && at >= bounds.expires_at) return 'expired';
+  if (bounds.not_before !== null && at < bounds.not_before) return 'not_yet_valid';
+  return 'in_force';
+}
+
 export interface RuleView extends RuleState {
+  /** now, against not_before and expires_at */
+  validity: Validity;
   resource_server_id: string;
   mcp_server_id: string | null;
   created_at: string;
@@ -180,6 +209,8 @@ export async function resolveRule(db: DB, r: RuleDoc, path: (string | number)[] 
     max_auth_age: r.max_auth_age ?? null,
     enabled: r.enabled === false ? 0 : 1,
     description: r.description ?? null,
+    not_before: r.not_before === undefined ? null : secondsOf(r.not_before),
+    expires_at: r.expires_at === undefined ? null : secondsOf(r.expires_at),
   };
 }
 
@@ -193,7 +224,7 @@ export async function writeRule(db: DB, r: RuleDoc, actor: string, at = now(), p
 }
 
 /** Rows to views: audience and resource by URI, user subjects by username, in three lookups for a whole page. */
-async function toViews(db: DB, rows: PolicyRulesTable[]): Promise<RuleView[]> {
+async function toViews(db: DB, rows: PolicyRulesTable[], at = now()): Promise<RuleView[]> {
   if (rows.length === 0) return [];
   const rsIds = [...new Set(rows.map((r) => r.resource_server_id))];
   const mcpIds = [...new Set(rows.map((r) => r.mcp_server_id).filter((x): x is string => x !== null))];
@@ -221,6 +252,9 @@ async function toViews(db: DB, rows: PolicyRulesTable[]): Promise<RuleView[]> {
       lifetime: row.lifetime,
       ...present({ max_auth_age: row.max_auth_age }),
       enabled: Boolean(row.enabled),
+      ...(row.not_before === null ? {} : { not_before: isoFromSeconds(row.not_before) }),
+      ...(row.expires_at === null ? {} : { expires_at: isoFromSeconds(row.expires_at) }),
+      validity: validityAt(row, at),
       resource_server_id: row.resource_server_id,
       mcp_server_id: row.mcp_server_id,
       created_at: isoFromSeconds(row.created_at),
@@ -233,7 +267,7 @@ async function toViews(db: DB, rows: PolicyRulesTable[]): Promise<RuleView[]> {
 
 /** The document form of a view: what export writes and what the change log compares. */
 export function ruleState(v: RuleView): RuleState {
-  const { resource_server_id: _rs, mcp_server_id: _mcp, created_at: _ca, created_by: _cb, updated_at: _ua, updated_by: _ub, ...state } = v;
+  const { validity: _v, resource_server_id: _rs, mcp_server_id: _mcp, created_at: _ca, created_by: _cb, updated_at: _ua, updated_by: _ub, ...state } = v;
   return state;
 }
 
@@ -277,6 +311,15 @@ export async function listRules(db: DB, f: RuleFilter): Promise<{ items: RuleVie
     q = q.where('subject_kind', '=', 'groups').where(namesSubject(f.group));
   }
   if (f.enabled !== undefined) q = q.where('enabled', '=', f.enabled ? 1 : 0);
+  if (f.validity !== undefined) {
+    const t = now();
+    q = f.validity === 'expired' ? q.where('expires_at', '<=', t)
+      : f.validity === 'not_yet_valid' ? q.where('not_before', '>', t).where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', t)]))
+        : q.where((eb) => eb.and([
+          eb.or([eb('not_before', 'is', null), eb('not_before', '<=', t)]),
+          eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', t)]),
+        ]));
+  }
   if (f.after !== undefined) q = q.where('id', '>', f.after);
   const rows = await q.orderBy('id').limit(f.limit + 1).execute();
   const page = rows.slice(0, f.limit);
@@ -304,43 +347,43 @@ export async function rulesReferencing(db: DB, ref: { clientId?: string; resourc
   return (await q.orderBy('id').limit(100).execute()).map((r) => r.id);
 }
 
-export async function createRule(db: DB, input: RuleDoc, by: Actor): Promise<RuleView> {
+export async function createRule(db: DB, input: RuleDoc, by: Actor, opts: ChangeOptions = {}): Promise<RuleView> {
   const id = ruleId(input);
-  return db.transaction().execute(async (trx) => {
+  return changeTransaction(db, opts, async (trx) => {
     if (await findRule(trx, id)) {
       throw input.id ? invalid(['id'], `rule ${id} already exists`)
         : invalid(['who'], `duplicate of rule ${id}: same client, target and subjects; edit that rule instead`);
     }
     await writeRule(trx, { ...input, id }, by.actor);
     const view = await getRule(trx, id);
-    await recordChanges(trx, by, [{ action: 'create', entity: 'rule', entity_id: id, before: null, after: ruleState(view) }]);
+    await recordChanges(trx, by, [{ action: 'create', entity: 'rule', entity_id: id, before: null, after: ruleState(view) }], { impact: opts.impact });
     return view;
   });
 }
 
-async function changeRule(db: DB, id: string, patch: RulePatch, by: Actor): Promise<RuleView> {
-  return db.transaction().execute(async (trx) => {
+async function changeRule(db: DB, id: string, patch: RulePatch, by: Actor, opts: ChangeOptions): Promise<RuleView> {
+  return changeTransaction(db, opts, async (trx) => {
     const before = await readRuleState(trx, id);
     if (!before) throw new NotFound('rule', id);
     const next = parseInput(RuleDoc, merge(before, patch));
     await writeRule(trx, next, by.actor);
     const view = await getRule(trx, id);
     const change = diff('rule', id, before, ruleState(view));
-    if (change) await recordChanges(trx, by, [change]);
+    if (change) await recordChanges(trx, by, [change], { impact: opts.impact });
     return view;
   });
 }
 
-export const updateRule = (db: DB, id: string, patch: RulePatch, by: Actor) => changeRule(db, id, patch, by);
+export const updateRule = (db: DB, id: string, patch: RulePatch, by: Actor, opts: ChangeOptions = {}) => changeRule(db, id, patch, by, opts);
 
-export const setRuleEnabled = (db: DB, id: string, enabled: boolean, by: Actor) => changeRule(db, id, { enabled }, by);
+export const setRuleEnabled = (db: DB, id: string, enabled: boolean, by: Actor, opts: ChangeOptions = {}) => changeRule(db, id, { enabled }, by, opts);
 
-export async function deleteRule(db: DB, id: string, by: Actor): Promise<void> {
-  await db.transaction().execute(async (trx) => {
+export async function deleteRule(db: DB, id: string, by: Actor, opts: ChangeOptions = {}): Promise<void> {
+  await changeTransaction(db, opts, async (trx) => {
     const before = await readRuleState(trx, id);
     if (!before) throw new NotFound('rule', id);
     await trx.deleteFrom('policy_rules').where('id', '=', id).execute();
     const change: Change = { action: 'delete', entity: 'rule', entity_id: id, before, after: null };
-    await recordChanges(trx, by, [change]);
+    await recordChanges(trx, by, [change], { impact: opts.impact });
   });
 }

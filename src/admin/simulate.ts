@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { findClientRow } from '../db/clients.ts';
+import { findClientRow, type ClientRow } from '../db/clients.ts';
 import { now as nowSeconds, type DB } from '../db/index.ts';
 import { findUserByName } from '../db/users.ts';
 import type { AuditDecision } from '../db/schema.ts';
@@ -7,7 +7,7 @@ import { runExchange, type ExchangeResult } from '../exchange/pipeline.ts';
 import type { CheckResult } from '../exchange/checks.ts';
 import { previewMinter } from '../exchange/mint.ts';
 import { databasePorts } from '../exchange/ports.ts';
-import { ID_JAG, ID_TOKEN, TOKEN_EXCHANGE, type ExchangeInput } from '../exchange/request.ts';
+import { ID_JAG, ID_TOKEN, TOKEN_EXCHANGE, type ExchangeInput, type RequestingClient } from '../exchange/request.ts';
 import { assumedSubject } from '../exchange/subject.ts';
 import type { AuditCheck } from './audit-query.ts';
 import { invalid } from './errors.ts';
@@ -63,26 +63,35 @@ const asList = (v: string | string[] | undefined): string[] => (v === undefined 
 const auditCheck = ({ name, status, message, section, error }: CheckResult): AuditCheck =>
   ({ name, status, ...(message === undefined ? {} : { message }), section, error });
 
+/** The client as it would authenticate at the token endpoint: its registered method and grant types, enabled or not. */
+export function assumedClient(client: ClientRow): RequestingClient {
+  const metadata = JSON.parse(client.metadata) as { token_endpoint_auth_method?: string; grant_types?: string[] };
+  return { id: client.client_id, authMethod: metadata.token_endpoint_auth_method ?? 'client_secret_basic', grantTypes: metadata.grant_types ?? [], enabled: !client.disabled };
+}
+
+/**
+ * The token request this client would send for an ID-JAG with an (assumed) ID Token as subject: the simulator's,
+ * the replay's of a recorded decision (src/admin/impact.ts), and the one effective access checks clients with.
+ */
+export function assumedRequest(client: RequestingClient, audience: string, resources: readonly string[], scopes: readonly string[]): ExchangeInput {
+  return {
+    client,
+    params: {
+      grant_type: TOKEN_EXCHANGE, requested_token_type: ID_JAG, subject_token_type: ID_TOKEN, subject_token: '(assumed)',
+      audience, resource: [...new Set(resources)], ...(scopes.length ? { scope: [...new Set(scopes)].join(' ') } : {}),
+    },
+    credentialsInBody: false,
+  };
+}
+
 /** The token request a client would send for this simulation. */
 async function simulatedInput(db: DB, input: SimulationInput): Promise<{ exchange: ExchangeInput; sub: string; username: string }> {
   const client = await findClientRow(db, input.client_id);
   if (!client) throw invalid(['client_id'], `unknown client ${input.client_id}`);
   const user = await findUserByName(db, input.user);
   if (!user) throw invalid(['user'], `unknown user ${input.user}`);
-  const metadata = JSON.parse(client.metadata) as { token_endpoint_auth_method?: string; grant_types?: string[] };
   const scope = typeof input.scope === 'string' ? input.scope.split(' ').filter(Boolean) : input.scope ?? [];
-  return {
-    sub: user.sub,
-    username: user.username,
-    exchange: {
-      client: { id: client.client_id, authMethod: metadata.token_endpoint_auth_method ?? 'client_secret_basic', grantTypes: metadata.grant_types ?? [], enabled: !client.disabled },
-      params: {
-        grant_type: TOKEN_EXCHANGE, requested_token_type: ID_JAG, subject_token_type: ID_TOKEN, subject_token: '(assumed)',
-        audience: input.audience, resource: [...new Set(asList(input.resource))], ...(scope.length ? { scope: [...new Set(scope)].join(' ') } : {}),
-      },
-      credentialsInBody: false,
-    },
-  };
+  return { sub: user.sub, username: user.username, exchange: assumedRequest(assumedClient(client), input.audience, asList(input.resource), scope) };
 }
 
 /** The pipeline's result as the simulator reports it. */

@@ -50,6 +50,10 @@ const Settings = z.object({
   clientAuthIpFailures: z.coerce.number().int().min(0).max(1_000_000),
   /** failed client authentications per minute naming one client id, from anywhere; 0: off */
   clientAuthClientFailures: z.coerce.number().int().min(0).max(1_000_000),
+  /** a policy change's impact replays the recorded decisions of this many days */
+  impactDays: z.coerce.number().int().min(1).max(366),
+  /** ... and at most this many of them (the newest) */
+  impactMaxRows: z.coerce.number().int().min(100).max(1_000_000),
   /** when set, GET /metrics requires `Authorization: Bearer <this>`; unset, /metrics is open */
   metricsToken: z.string().min(16, 'the metrics token needs at least 16 characters').max(512)
     .regex(/^[\x21-\x7e]+$/, 'the metrics token must be printable ASCII without spaces').optional(),
@@ -81,6 +85,8 @@ const flags = {
   'client-auth-ip-failures': { type: 'string' },
   'client-auth-client-failures': { type: 'string' },
   'metrics-token': { type: 'string' },
+  'impact-days': { type: 'string' },
+  'impact-max-rows': { type: 'string' },
 } as const;
 
 export class ConfigError extends Error {}
@@ -122,6 +128,8 @@ export function loadConfig(
     clientAuthIpFailures: values['client-auth-ip-failures'] ?? env.IDJAG_CLIENT_AUTH_IP_FAILURES ?? '60',
     clientAuthClientFailures: values['client-auth-client-failures'] ?? env.IDJAG_CLIENT_AUTH_CLIENT_FAILURES ?? '300',
     metricsToken: values['metrics-token'] ?? (env.IDJAG_METRICS_TOKEN || undefined),
+    impactDays: values['impact-days'] ?? env.IDJAG_IMPACT_DAYS ?? '7',
+    impactMaxRows: values['impact-max-rows'] ?? env.IDJAG_IMPACT_MAX_ROWS ?? '10000',
     errors: values.errors ?? env.IDJAG_ERRORS ?? ((values.production ?? env.NODE_ENV === 'production') ? 'minimal' : 'verbose'),
     ...overrides,
   };

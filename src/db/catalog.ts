@@ -65,6 +65,8 @@ export function toRule(row: PolicyRulesTable): Rule {
     lifetime: row.lifetime,
     maxAuthAge: row.max_auth_age,
     enabled: Boolean(row.enabled),
+    notBefore: row.not_before,
+    expiresAt: row.expires_at,
   };
 }
 
@@ -78,4 +80,15 @@ const rulesByClientTarget = prepared<Schema, { clientId: string; resourceServerI
  */
 export async function rulesFor(db: DB, clientId: string, resourceServerId: string): Promise<Rule[]> {
   return (await rulesByClientTarget(db, { clientId, resourceServerId })).map(toRule);
+}
+
+/**
+ * The rules table as the candidate sets of every client and Resource AS (what `rulesFor` returns for each pair),
+ * narrowed to one client, one Resource AS or both: effective access decides over these, pair by pair.
+ */
+export async function candidateRules(db: DB, where: { clientId?: string | undefined; resourceServerId?: string | undefined }): Promise<Rule[]> {
+  let q = db.selectFrom('policy_rules').selectAll();
+  if (where.clientId !== undefined) q = q.where('client_id', '=', where.clientId);
+  if (where.resourceServerId !== undefined) q = q.where('resource_server_id', '=', where.resourceServerId);
+  return (await q.execute()).map(toRule);
 }

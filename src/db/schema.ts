@@ -114,6 +114,10 @@ export interface PolicyRulesTable {
   max_auth_age: number | null;
   enabled: number;
   description: string | null;
+  /** epoch seconds: in force from then on (inclusive); null: no lower bound */
+  not_before: number | null;
+  /** epoch seconds: in force until just before then (exclusive); null: no upper bound */
+  expires_at: number | null;
   created_at: number;
   updated_at: number;
   created_by: string;
@@ -182,6 +186,8 @@ export interface AdminChangesTable {
   /** JSON snapshot; null after a delete */
   after: string | null;
   request_id: string | null;
+  /** JSON: the change's impact on recorded decisions (src/admin/impact.ts ImpactSummary); null when none was computed */
+  impact: string | null;
 }
 
 /** rate-limiter-flexible's store (migration 0007): points per key until `expire` (epoch milliseconds). */

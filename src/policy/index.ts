@@ -25,6 +25,10 @@ export interface Rule {
   /** step-up: the longest time since the user's login this rule accepts, in seconds */
   maxAuthAge: number | null;
   enabled: boolean;
+  /** epoch seconds: the rule applies from this instant on (inclusive); null: since it was made */
+  notBefore: number | null;
+  /** epoch seconds: the rule applies until just before this instant (exclusive); null: until changed */
+  expiresAt: number | null;
 }
 
 export interface McpServerFacts {
@@ -58,6 +62,8 @@ export const DENY_REASONS = [
   'no_rule',
   'rule_disabled',
   'subject_not_allowed',
+  'rule_expired',
+  'rule_not_yet_valid',
   'rules_disagree',
   'scope_not_allowed',
   'no_scope_requested',
@@ -103,6 +109,19 @@ function covers(rule: Rule, mcp: McpServerFacts | undefined): boolean {
   return rule.mcpServerId === null || (mcp !== undefined && rule.mcpServerId === mcp.id);
 }
 
+/** Whether a time-bound rule is in force at `now`: from `notBefore` (inclusive) to `expiresAt` (exclusive). */
+function inForce(rule: Rule, now: number): boolean {
+  return (rule.notBefore === null || now >= rule.notBefore) && (rule.expiresAt === null || now < rule.expiresAt);
+}
+
+const iso = (seconds: number) => new Date(seconds * 1000).toISOString();
+
+/** Why each rule is out of force at `now`, in the admin's words. */
+function outOfForce(rules: Rule[], now: number): string {
+  return rules.map((r) => (r.expiresAt !== null && now >= r.expiresAt ? `rule ${r.id} expired at ${iso(r.expiresAt)}`
+    : `rule ${r.id} is valid from ${iso(r.notBefore!)}`)).join('; ');
+}
+
 function appliesTo(rule: Rule, user: PolicyInput['user']): boolean {
   switch (rule.subjects.kind) {
     case 'everyone': return true;
@@ -146,9 +165,18 @@ function decideOne(input: PolicyInput, rules: Rule[], mcp: McpServerFacts | unde
       `rules ${ids(enabled)} for client ${input.client.id} and ${what} do not include user ${input.user.sub} (groups: ${input.user.groups.join(', ') || 'none'})`,
       `this user may not use client ${input.client.id} to reach ${mcp ? `resource ${mcp.resource}` : 'this audience'}`, { ruleIds: enabled.map((r) => r.id) });
   }
+  // A time-bound rule out of force is checked after the subjects, so the denial says that the rule which
+  // would have let this user in expired (or is not valid yet), rather than that nothing covers the user.
+  const current = applicable.filter((r) => inForce(r, input.now));
+  if (current.length === 0) {
+    const expired = applicable.every((r) => r.expiresAt !== null && input.now >= r.expiresAt);
+    return deny(expired ? 'rule_expired' : 'rule_not_yet_valid', 'invalid_target',
+      `no rule for client ${input.client.id} and ${what} that includes user ${input.user.sub} is in force at ${iso(input.now)}: ${outOfForce(applicable, input.now)}`,
+      `this user may not use client ${input.client.id} to reach ${mcp ? `resource ${mcp.resource}` : 'this audience'} at this time`, { ruleIds: applicable.map((r) => r.id) });
+  }
   // The rule granting the most of what was asked decides; then the most specific; then the lowest id, so
   // the same facts always pick the same rule.
-  const ranked = applicable
+  const ranked = current
     .map((rule) => ({ rule, scopes: grantable(rule, mcp, input.requestedScopes) }))
     .sort((a, b) => b.scopes.length - a.scopes.length || specificity(b.rule) - specificity(a.rule) || (a.rule.id < b.rule.id ? -1 : 1));
   const best = ranked[0]!;

@@ -16,6 +16,7 @@
  * a scratch database): the first page and a 90%-deep page, unfiltered and filtered.
  *
  *   npm run bench -- [--duration 5] [--warmup 2] [--connections 32] [--rules 100000] [--audit-rows 1000000] [--profile]
+ *   npm run bench -- --access [--access-users 100000]
  *   npm run bench -- --soak [--duration 60] [--connections 16]
  *   npm run bench -- --db postgres [--duration 5] [--warmup 2] [--connections 32]
  *
@@ -24,6 +25,11 @@
  * database is created fresh (idjag_bench_<random>, through IDJAG_BENCH_PG_URL or IDJAG_TEST_PG_URL, default
  * postgres://postgres@127.0.0.1:5432/test) and dropped at the end, also on failure. JSON in
  * test-output/bench-postgres.json.
+ *
+ * Last, effective access at 100,000 users, 100 groups and 1,000 rules (access.ts, in a child process on a
+ * scratch database): a target's first page, a deep page, a user's, a client's, sparse targets, and a target's
+ * whole CSV export with the heap it holds on to. `--access` runs only that section (JSON in
+ * test-output/bench-access.json); `--access-users 0` leaves it out of the full run.
  *
  * --profile writes V8 CPU profiles of the server and the floor to test-output/profiles/. --audit-rows 0 skips
  * the audit query timing. --soak runs soak.ts instead (mixed traffic; see there).
@@ -38,6 +44,7 @@ import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
 import { basic, DEMO_AGENT, signIn } from '../helpers/browser.ts';
 import { ID_JAG, ID_TOKEN, TOKEN_EXCHANGE } from '../helpers/exchange.ts';
+import type { AccessScaleResult } from './access.ts';
 import type { AuditScaleResult } from './audit.ts';
 import { randomBytes } from 'node:crypto';
 import { maintenance, pgMaintenanceUrl, quoteIdent } from '../helpers/pg-admin.ts';
@@ -55,6 +62,8 @@ const { values: flags } = parseArgs({
     connections: { type: 'string' },
     rules: { type: 'string', default: '100000' },
     'audit-rows': { type: 'string', default: '1000000' },
+    access: { type: 'boolean', default: false },
+    'access-users': { type: 'string', default: '100000' },
     profile: { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
@@ -62,6 +71,7 @@ const { values: flags } = parseArgs({
 });
 if (flags.help) {
   console.log('npm run bench -- [--duration s] [--warmup s] [--connections n] [--rules n] [--audit-rows n, 0 skips] [--profile]');
+  console.log('npm run bench -- --access [--access-users n]   (effective access only; --access-users 0 leaves it out of the full run)');
   console.log('npm run bench -- --soak [--duration s (60)] [--connections n (16)] [--profile]');
   console.log('npm run bench -- --db postgres [--duration s] [--warmup s] [--connections n]   (IDJAG_BENCH_PG_URL, default ' + pgMaintenanceUrl() + ')');
   process.exit(0);
@@ -72,7 +82,9 @@ const CONNECTIONS = Number(flags.connections ?? (flags.soak ? 16 : 32));
 const BIG_RULES = Number(flags.rules);
 const AUDIT_ROWS = Number(flags['audit-rows']);
 const AUDIT_RUNS = 20;
-for (const [name, v, min] of [['duration', DURATION, 1], ['warmup', WARMUP, 0], ['connections', CONNECTIONS, 1], ['rules', BIG_RULES, 11], ['audit-rows', AUDIT_ROWS, 0]] as const) {
+const ACCESS_USERS = Number(flags['access-users']);
+const ACCESS_RUNS = 10;
+for (const [name, v, min] of [['duration', DURATION, 1], ['warmup', WARMUP, 0], ['connections', CONNECTIONS, 1], ['rules', BIG_RULES, 11], ['audit-rows', AUDIT_ROWS, 0], ['access-users', ACCESS_USERS, 0]] as const) {
   if (!Number.isFinite(v) || v < min) {
     console.error(`--${name} must be a number >= ${min}`);
     process.exit(2);
@@ -84,6 +96,14 @@ if (flags.db !== 'sqlite' && flags.db !== 'postgres') {
 }
 if (flags.db === 'postgres' && flags.soak) {
   console.error('--db postgres and --soak do not combine');
+  process.exit(2);
+}
+if (ACCESS_USERS > 0 && ACCESS_USERS < 1000) {
+  console.error('--access-users must be 0 (skip) or at least 1000');
+  process.exit(2);
+}
+if (flags.access && (flags.soak || flags.db !== 'sqlite' || ACCESS_USERS === 0)) {
+  console.error('--access runs the effective-access section alone: it takes --access-users (at least 1000) only');
   process.exit(2);
 }
 if (AUDIT_ROWS > 0 && AUDIT_ROWS < 1000) {
@@ -176,6 +196,44 @@ async function runAuditScale(): Promise<AuditScaleResult> {
   const line = await firstLine(child, 'audit query timing');
   await new Promise<void>((resolve) => (child.exitCode === null ? child.once('exit', () => resolve()) : resolve()));
   return JSON.parse(line) as AuditScaleResult;
+}
+
+/** Effective access at scale (access.ts), in a child process of its own (with a GC it can force), on a scratch database. */
+async function runAccessScale(): Promise<AccessScaleResult> {
+  const child = spawn(process.execPath, [...childArgs('access'), '--expose-gc', join(HERE, 'access.ts'), '--users', String(ACCESS_USERS), '--runs', String(ACCESS_RUNS)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const line = await firstLine(child, 'effective access timing');
+  await new Promise<void>((resolve) => (child.exitCode === null ? child.once('exit', () => resolve()) : resolve()));
+  return JSON.parse(line) as AccessScaleResult;
+}
+
+/** The effective-access figures as report lines. */
+function accessLines(a: AccessScaleResult): string[] {
+  const e = a.export;
+  return [
+    `effective access at ${fmt(a.users)} users, ${a.groups} groups, ${fmt(a.rules)} rules (GET /admin/api/access: accessPage, a page of 50; ms, mean of ${a.runs} runs after a first one;`
+      + ` scratch database of ${fmt(a.databaseMiB)} MiB filled in ${fmt(a.fillMs / 1000, 1)} s):`,
+    ...table([
+      ['query', 'rows', 'first run ms', 'mean ms', 'max ms'],
+      ...a.pages.map((p) => [p.name, fmt(p.timing.rows), fmt(p.timing.firstRunMs, 2), fmt(p.timing.meanMs, 2), fmt(p.timing.maxMs, 2)]),
+    ]).map((l) => `  ${l}`),
+    `  export of ${a.target} (GET /admin/api/access/export?format=csv): ${fmt(e.rows)} rows, ${fmt(e.bytes / 2 ** 20, 1)} MiB in ${fmt(e.seconds, 2)} s`
+      + ` (${fmt(e.rowsPerSecond)} rows/s); heap ${fmt(e.heapBeforeMiB, 1)} MiB before, at most ${fmt(e.heapMaxMiB, 1)} MiB with garbage,`
+      + ` ${e.heapLiveMaxMiB === null ? 'live heap not measured (no --expose-gc)' : `at most ${fmt(e.heapLiveMaxMiB, 1)} MiB live`}; RSS at most ${fmt(e.rssMaxMiB)} MiB`,
+    '',
+  ];
+}
+
+/** `--access`: the effective-access section alone. */
+async function accessOnly(): Promise<void> {
+  const startedAt = Date.now();
+  mkdirSync(OUT, { recursive: true });
+  process.stderr.write('  effective access: ');
+  const access = await runAccessScale();
+  process.stderr.write(' done\n');
+  console.log(['', ...accessLines(access), `total ${fmt((Date.now() - startedAt) / 1000, 1)} s; JSON in test-output/bench-access.json`, ''].join('\n'));
+  writeFileSync(join(OUT, 'bench-access.json'), `${JSON.stringify({ at: new Date(startedAt).toISOString(), access }, null, 2)}\n`);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -423,6 +481,14 @@ async function main() {
     process.stderr.write(' done\n');
   }
 
+  // Effective access at 100,000 users, after the server runs for the same reason.
+  let access: AccessScaleResult | undefined;
+  if (ACCESS_USERS > 0) {
+    process.stderr.write('  effective access: ');
+    access = await runAccessScale();
+    process.stderr.write(' done\n');
+  }
+
   // -------------------------------------------------------------------------------------------------------
   // report
   const [floorBefore, floorAfter] = floors;
@@ -498,6 +564,7 @@ async function main() {
       + ` mean of the two; client_credentials @${CONNECTIONS} = ${fmt(cc32.reqPerSec)} req/s; ${fmt(bigRules)} rules = ${fmt(exBig.reqPerSec)} req/s)`,
     '',
     ...auditLines,
+    ...(access ? accessLines(access) : []),
     errors.length ? `FAILED: ${errors.length} run(s) had non-200 responses or errors: ${errors.map((r) => `${r.scenario} @${r.connections} (${JSON.stringify(r.statusCodes)}, ${r.errors} errors)`).join('; ')}`
       : 'every response was 200; no errors.',
     `total ${fmt((Date.now() - startedAt) / 1000, 1)} s; JSON in test-output/bench.json`,
@@ -508,7 +575,7 @@ async function main() {
   writeFileSync(join(OUT, 'bench.json'), `${JSON.stringify({
     at: new Date(startedAt).toISOString(),
     machine: { ...machine, loadavgAfter: loadAfter },
-    settings: { durationSeconds: DURATION, warmupSeconds: WARMUP, connections: CONNECTIONS, bigRules: BIG_RULES, auditRows: AUDIT_ROWS, profile: flags.profile },
+    settings: { durationSeconds: DURATION, warmupSeconds: WARMUP, connections: CONNECTIONS, bigRules: BIG_RULES, auditRows: AUDIT_ROWS, accessUsers: ACCESS_USERS, profile: flags.profile },
     runs,
     trueFloor: { ...floor, runs: trueFloors },
     inProcessExchange: { ...inProcess, rules: smallRules, runs: floors },
@@ -519,6 +586,7 @@ async function main() {
     cpuRatios,
     targets,
     auditQuery: audit ?? null,
+    effectiveAccess: access ?? null,
     ok: errors.length === 0,
   }, null, 2)}\n`);
   process.exitCode = errors.length ? 1 : 0;
@@ -668,7 +736,7 @@ async function comparePostgres(): Promise<void> {
 }
 
 (flags.soak ? runSoak({ seconds: DURATION, concurrency: CONNECTIONS, nodeArgs: childArgs('server') }).then((ok) => void (process.exitCode = ok ? 0 : 1))
-  : flags.db === 'postgres' ? comparePostgres() : main()).catch((err: unknown) => {
+  : flags.access ? accessOnly() : flags.db === 'postgres' ? comparePostgres() : main()).catch((err: unknown) => {
   console.error('bench failed:', err instanceof Error ? err.stack ?? err.message : err);
   process.exitCode = 1;
 });

@@ -58,7 +58,7 @@ export function mcpServer(over: Partial<McpServerRecord> = {}): McpServerRecord 
 export function rule(id: string, over: Partial<Omit<Rule, 'id'>> = {}): Rule {
   return {
     id, clientId: CLIENT_ID, resourceServerId: 'rs-todo', mcpServerId: null, subjects: { kind: 'everyone' },
-    scopes: ['todos.read', 'todos.write'], defaultScopes: ['todos.read'], rsClientId: null, lifetime: 300, maxAuthAge: null, enabled: true,
+    scopes: ['todos.read', 'todos.write'], defaultScopes: ['todos.read'], rsClientId: null, lifetime: 300, maxAuthAge: null, enabled: true, notBefore: null, expiresAt: null,
     ...over,
   };
 }

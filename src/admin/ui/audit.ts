@@ -1,30 +1,23 @@
 import { Readable } from 'node:stream';
 import type { Context } from 'koa';
 import { CHECKS_BY_NAME } from '../../exchange/checks.ts';
+import { DENY_REASONS } from '../../policy/index.ts';
 import { AuditExport, AuditPage, exportAudit, getAuditEntry, searchAudit, type AuditSummary } from '../audit-query.ts';
 import { ChangeQuery, ENTITIES, listChanges } from '../changes.ts';
 import { parseInput } from '../errors.ts';
-import { defined, fieldErrors, Form, issuesOf } from './forms.ts';
+import { defined, fieldErrors, Form, issuesOf, timeInput } from './forms.ts';
 import { catalog, select } from './options.ts';
 import { page, param, queryWithout, type UiDeps, type UiRouter } from './page.ts';
-import { whoText } from './rules.ts';
+import { changeView, whoText } from './rules.ts';
 
 /** The decision log (filters, keyset pages, one decision's whole explanation, exports) and the admin change log. */
 
 const FILTERS = ['from', 'to', 'decision', 'client_id', 'user', 'resource', 'reason'] as const;
 
 /** The reasons a decision can carry, offered as suggestions (the filter takes any text). */
-const REASONS = ['issued', ...CHECKS_BY_NAME.keys(), 'no_rule', 'rule_disabled', 'subject_not_allowed', 'rules_disagree', 'scope_not_allowed',
-  'no_scope_requested', 'step_up_required', 'client_disabled', 'user_disabled', 'audience_disabled', 'resource_disabled', 'internal_error'];
+const REASONS = ['issued', ...CHECKS_BY_NAME.keys(), ...DENY_REASONS, 'client_disabled', 'user_disabled', 'audience_disabled', 'resource_disabled', 'internal_error'];
 
-/**
- * A `datetime-local` field has no zone; the pages show UTC, so its value is read as UTC. ISO 8601 with an
- * offset, a date, or epoch milliseconds pass through as typed (the domain's schema reads them).
- */
-export function timeInput(value: string | undefined): string | undefined {
-  if (value === undefined) return undefined;
-  return /^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?$/.test(value) ? `${value.length === 16 ? `${value}:00` : value}Z` : value;
-}
+export { timeInput } from './forms.ts';
 
 function filterFrom(q: Form) {
   return defined({
@@ -123,7 +116,7 @@ export function auditRoutes(r: UiRouter, deps: UiDeps): void {
       title: 'Admin changes',
       values: q.values(),
       entities: ENTITIES.map((e) => ({ value: e, selected: e === filter.entity })),
-      changes: result.items,
+      changes: result.items.map(changeView),
       error,
       filtered: Object.keys(filter).length > 0,
       next: result.next_cursor === null ? undefined : `/admin/changes?${filters ? `${filters}&` : ''}cursor=${encodeURIComponent(result.next_cursor)}`,

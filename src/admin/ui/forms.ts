@@ -95,6 +95,15 @@ export class Form {
   }
 }
 
+/**
+ * A `datetime-local` field has no zone; the pages show UTC, so its value is read as UTC. ISO 8601 with an
+ * offset, a date, or epoch milliseconds pass through as typed (the domain's schema reads them).
+ */
+export function timeInput(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  return /^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?$/.test(value) ? `${value.length === 16 ? `${value}:00` : value}Z` : value;
+}
+
 /** Drops absent fields, so an object literal can list every field and the schema sees only the given ones. */
 export function defined<T extends Record<string, unknown>>(value: T): Partial<T> {
   return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;

@@ -4,6 +4,7 @@ import type { Context, Next } from 'koa';
 import { csrfToken, requireCsrf } from '../../web/csrf.ts';
 import { ADMIN_API_PREFIX } from '../api.ts';
 import { classify, HttpError } from '../../web/errors.ts';
+import { accessRoutes } from './access.ts';
 import { auditRoutes } from './audit.ts';
 import { clientRoutes } from './clients.ts';
 import { conformanceRoutes } from './conformance.ts';
@@ -97,7 +98,7 @@ function csrf(deps: UiDeps): Middleware {
 
 function pages(deps: UiDeps): Router {
   const r = new Router({ prefix: ADMIN_UI_PREFIX });
-  for (const add of [dashboardRoutes, ruleRoutes, clientRoutes, serverRoutes, directoryRoutes, auditRoutes, simulatorRoutes, conformanceRoutes, keyRoutes, signOutRoute]) add(r, deps);
+  for (const add of [dashboardRoutes, ruleRoutes, accessRoutes, clientRoutes, serverRoutes, directoryRoutes, auditRoutes, simulatorRoutes, conformanceRoutes, keyRoutes, signOutRoute]) add(r, deps);
   return r;
 }
 

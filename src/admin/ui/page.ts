@@ -6,6 +6,7 @@ import type { DB } from '../../db/index.ts';
 import { csrfToken } from '../../web/csrf.ts';
 import type { Render } from '../../web/views.ts';
 import type { Actor } from '../changes.ts';
+import type { ImpactSettings } from '../impact.ts';
 import { fieldErrors, issuesOf, type FieldErrors, type Form } from './forms.ts';
 import { flash, takeFlash, type AdminUser } from './session.ts';
 import { endSessionUrl } from './sign-in.ts';
@@ -22,11 +23,13 @@ export interface UiDeps {
   reloadKeys: () => Promise<unknown>;
   /** when this node serves the demo parties: the demo agent's client id at the demo Resource AS (the conformance kit's defaults) */
   demoAsClientId?: string | undefined;
+  /** how much recorded traffic a rule change's impact replays */
+  impact?: ImpactSettings | undefined;
 }
 
 export type UiRouter = Router;
 
-export const NAV = ['dashboard', 'rules', 'clients', 'servers', 'users', 'groups', 'audit', 'changes', 'simulate', 'conformance', 'keys'] as const;
+export const NAV = ['dashboard', 'rules', 'access', 'clients', 'servers', 'users', 'groups', 'audit', 'changes', 'simulate', 'conformance', 'keys'] as const;
 export type Section = (typeof NAV)[number];
 
 export const adminOf = (ctx: Context): AdminUser => ctx.state.adminUser!;
