@@ -32,6 +32,9 @@ const DefaultScopes = z.array(Scope).max(100);
 const Lifetime = z.number().int().min(1, 'at least 1 s').max(MAX_ID_JAG_LIFETIME, `at most ${MAX_ID_JAG_LIFETIME} s`);
 const MaxAuthAge = z.number().int().min(0).max(366 * 24 * 3600);
 const RsClientId = z.string().min(1).max(255);
+/** RFC 9396 §2: a type is a string (often a URI); the exchange grants the objects of these types. */
+const DetailsTypes = z.array(z.string().min(1).max(256).regex(/^[\x21-\x7e]+$/, 'authorization_details types are printable ASCII without spaces'))
+  .max(50).refine((t) => new Set(t).size === t.length, 'each type once');
 
 const defaultsWithinScopes = (r: { scopes?: string[] | undefined; default_scopes?: string[] | undefined }) =>
   (r.default_scopes ?? []).every((s) => (r.scopes ?? []).includes(s));
@@ -53,6 +56,8 @@ export const RuleDoc = z.strictObject({
   rs_client_id: RsClientId.optional(),
   lifetime: Lifetime.default(300),
   max_auth_age: MaxAuthAge.optional(),
+  /** the RFC 9396 authorization_details types its client may be granted for this target; omitted: none */
+  authorization_details_types: DetailsTypes.optional(),
   enabled: z.boolean().optional(),
 }).refine(defaultsWithinScopes, DEFAULTS_WITHIN);
 export type RuleDoc = z.infer<typeof RuleDoc>;
@@ -69,6 +74,7 @@ export const RulePatch = z.strictObject({
   rs_client_id: RsClientId.nullable().optional(),
   lifetime: Lifetime.optional(),
   max_auth_age: MaxAuthAge.nullable().optional(),
+  authorization_details_types: DetailsTypes.nullable().optional(),
   enabled: z.boolean().optional(),
 });
 export type RulePatch = z.infer<typeof RulePatch>;
@@ -178,6 +184,7 @@ export async function resolveRule(db: DB, r: RuleDoc, path: (string | number)[] 
     rs_client_id: r.rs_client_id ?? null,
     lifetime: r.lifetime,
     max_auth_age: r.max_auth_age ?? null,
+    authorization_details_types: JSON.stringify(r.authorization_details_types ?? []),
     enabled: r.enabled === false ? 0 : 1,
     description: r.description ?? null,
   };
@@ -208,6 +215,7 @@ async function toViews(db: DB, rows: PolicyRulesTable[]): Promise<RuleView[]> {
     const who: Who = row.subject_kind === 'groups' ? { groups: list }
       : row.subject_kind === 'users' ? { users: list.map((s) => usernames.get(s) ?? s) } : 'everyone';
     const mcp = row.mcp_server_id === null ? undefined : resources.get(row.mcp_server_id);
+    const detailTypes = JSON.parse(row.authorization_details_types) as string[];
     return {
       id: row.id,
       ...present({ description: row.description }),
@@ -220,6 +228,7 @@ async function toViews(db: DB, rows: PolicyRulesTable[]): Promise<RuleView[]> {
       ...present({ rs_client_id: row.rs_client_id }),
       lifetime: row.lifetime,
       ...present({ max_auth_age: row.max_auth_age }),
+      ...(detailTypes.length ? { authorization_details_types: detailTypes } : {}),
       enabled: Boolean(row.enabled),
       resource_server_id: row.resource_server_id,
       mcp_server_id: row.mcp_server_id,

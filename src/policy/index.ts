@@ -25,6 +25,11 @@ export interface Rule {
   /** step-up: the longest time since the user's login this rule accepts, in seconds */
   maxAuthAge: number | null;
   enabled: boolean;
+  /**
+   * the RFC 9396 authorization_details types its client may be granted (none when absent). Not read here:
+   * the exchange grants details once this engine has chosen the rules (src/exchange/pipeline.ts).
+   */
+  authorizationDetailsTypes?: string[];
 }
 
 export interface McpServerFacts {
