@@ -277,18 +277,19 @@ export async function checkRulesFit(db: DB, mcpServerId: string, path: (string |
 export async function createResourceServer(db: DB, input: ResourceServerDoc, by: Actor, urls: UrlPolicy = DEVELOPMENT_URLS): Promise<ResourceServerView> {
   return db.transaction().execute(async (trx) => {
     if (await findResourceServerByIssuer(trx, input.issuer)) throw invalid(['issuer'], `Resource AS ${input.issuer} already exists`);
-    const issues: Issue[] = input.mcp_servers.flatMap((m, i) => {
-      const insecure = insecureUrl(m.resource, urls);
-      return insecure ? [{ path: ['mcp_servers', i, 'resource'], message: insecure }] : [];
+    // the issuer's problems and the MCP servers' reported together: one answer names every field to fix
+    const insecure: Issue[] = input.mcp_servers.flatMap((m, i) => {
+      const problem = insecureUrl(m.resource, urls);
+      return problem ? [{ path: ['mcp_servers', i, 'resource'], message: problem }] : [];
     });
     const id = await writeResourceServer(trx, input, now(), [], urls).catch((err: unknown) => {
-      if (err instanceof InvalidInput) throw new InvalidInput([...err.issues, ...issues]);
-      throw err;
+      throw err instanceof InvalidInput ? new InvalidInput([...err.issues, ...insecure]) : err;
     });
-    if (issues.length) throw new InvalidInput(issues);
+    if (insecure.length) throw new InvalidInput(insecure);
+    const issues: Issue[] = [];
     for (const [i, m] of input.mcp_servers.entries()) {
       if (await findMcpServerByResource(trx, m.resource)) issues.push({ path: ['mcp_servers', i, 'resource'], message: `MCP server ${m.resource} already exists` });
-      else await writeMcpServer(trx, id, m);
+      else await writeMcpServer(trx, id, m, now(), ['mcp_servers', i], urls);
     }
     if (issues.length) throw new InvalidInput(issues);
     const view = await getResourceServer(trx, id);
@@ -308,14 +309,14 @@ export async function updateResourceServer(db: DB, id: string, patch: ResourceSe
 export async function setAudienceSubject(db: DB, id: string, username: string, audSub: string | null, by: Actor): Promise<ResourceServerView> {
   return db.transaction().execute(async (trx) => {
     const current = await getResourceServer(trx, id);
-    const mapped = { ...current.aud_subs };
+    // a Map, not an object: a username is data, whatever it spells (`__proto__` included)
+    const mapped = new Map(Object.entries(current.aud_subs));
     if (audSub === null) {
-      if (!(username in mapped)) throw new NotFound(`aud_sub at ${current.issuer} for user`, username);
-      delete mapped[username];
+      if (!mapped.delete(username)) throw new NotFound(`aud_sub at ${current.issuer} for user`, username);
     } else {
-      mapped[username] = audSub;
+      mapped.set(username, audSub);
     }
-    return updateResourceServerIn(trx, current, { aud_subs: mapped }, by);
+    return updateResourceServerIn(trx, current, { aud_subs: Object.fromEntries(mapped) }, by);
   });
 }
 
