@@ -7,6 +7,8 @@ import * as m0005 from './0005_admin.ts';
 import * as m0006 from './0006_audit_warnings.ts';
 import * as m0007 from './0007_rate_limits.ts';
 import * as m0008 from './0008_audit_resources_index.ts';
+import * as m0010 from './0010_claim_release.ts';
+import * as m0010b from './0010b_authorization_details.ts';
 import * as m0011 from './0011_rule_time_bounds.ts';
 import * as m0011b from './0011b_change_impact.ts';
 
@@ -23,6 +25,8 @@ export const migrations: Record<string, Migration> = {
   '0006_audit_warnings': m0006,
   '0007_rate_limits': m0007,
   '0008_audit_resources_index': m0008,
+  '0010_claim_release': m0010,
+  '0010b_authorization_details': m0010b,
   '0011_rule_time_bounds': m0011,
   '0011b_change_impact': m0011b,
 };

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { applyDocument, parseDocument, type ConfigDocument } from '../src/admin/document.ts';
+import { DEVELOPMENT_URLS, type UrlPolicy } from '../src/admin/fields.ts';
 import type { DB } from '../src/db/index.ts';
 import { DEFAULT_SEED_FILE } from '../src/package-root.ts';
 
@@ -27,16 +28,16 @@ export function readSeed(file: string, issuer: string): ConfigDocument {
   }
 }
 
-/** Applies the seed document (idempotent). `${ISSUER}` in it becomes the configured issuer. */
-export async function applySeed(db: DB, issuer: string, file = SEED_FILE): Promise<void> {
-  await applyDocument(db, readSeed(file, issuer));
+/** Applies the seed document (idempotent). `${ISSUER}` in it becomes the configured issuer; `urls` as for the admin (https only in production). */
+export async function applySeed(db: DB, issuer: string, file = SEED_FILE, urls: UrlPolicy = DEVELOPMENT_URLS): Promise<void> {
+  await applyDocument(db, readSeed(file, issuer), { urls });
 }
 
 /** First start: seed only a database with no users and no clients, so a deliberate empty one stays empty after. */
-export async function seedIfEmpty(db: DB, issuer: string, file = SEED_FILE): Promise<boolean> {
+export async function seedIfEmpty(db: DB, issuer: string, file = SEED_FILE, urls: UrlPolicy = DEVELOPMENT_URLS): Promise<boolean> {
   const users = await db.selectFrom('users').select('sub').limit(1).executeTakeFirst();
   const clients = await db.selectFrom('clients').select('client_id').limit(1).executeTakeFirst();
   if (users || clients) return false;
-  await applySeed(db, issuer, file);
+  await applySeed(db, issuer, file, urls);
   return true;
 }

@@ -21,13 +21,13 @@ async function run(): Promise<number> {
   const database = openDatabase(config.database);
   try {
     // one at a time with any idjag starting or rotating on the same PostgreSQL database
-    return await exclusively(database, () => runCommand(command, args, database.db, database.location, issuer, config.seedFile));
+    return await exclusively(database, () => runCommand(command, args, database.db, database.location, issuer, config.seedFile, config.production));
   } finally {
     await database.close();
   }
 }
 
-async function runCommand(command: string | undefined, args: string[], db: DB, location: string, issuer: string, seedFile?: string): Promise<number> {
+async function runCommand(command: string | undefined, args: string[], db: DB, location: string, issuer: string, seedFile: string | undefined, production: boolean): Promise<number> {
   switch (command) {
     case 'migrate': {
       const { applied } = await migrateToLatest(db);
@@ -37,7 +37,7 @@ async function runCommand(command: string | undefined, args: string[], db: DB, l
     case 'seed': {
       await migrateToLatest(db);
       await ensureSigningKeys(db);
-      await applySeed(db, issuer, seedFile);
+      await applySeed(db, issuer, seedFile, { httpsOnly: production });
       console.log(`seed ${seedFile ?? 'seed/seed.json'} applied to ${location} (issuer ${issuer})`);
       return 0;
     }

@@ -10,7 +10,7 @@ import { sql } from 'kysely';
 import { applyRetention } from './audit/retention.ts';
 import { seedIfEmpty } from '../seed/index.ts';
 import { ADMIN_API_PREFIX, ADMIN_UI_PREFIX, createAdmin } from './admin/index.ts';
-import { ConfigError, loadConfig, type Config } from './config/index.ts';
+import { ConfigError, loadConfig, productionIssuerProblem, type Config } from './config/index.ts';
 import { clientViewRoutes } from './conformance/client-view.ts';
 import { exclusively, migrateToLatest, openDatabase, type Database } from './db/index.ts';
 import { demoParties, type Demo } from './demo/index.ts';
@@ -28,6 +28,7 @@ import { pinOrigin } from './web/origin.ts';
 import { Readiness } from './web/readiness.ts';
 import { createMetrics } from './metrics/index.ts';
 import { playground } from './playground/index.ts';
+import type { UrlPolicy } from './admin/fields.ts';
 import { securityHeaders } from './web/security.ts';
 import { storedCookieKeys } from './web/settings.ts';
 import { loadViews } from './web/views.ts';
@@ -61,6 +62,9 @@ export interface StartOptions {
  * issuer can name the port actually bound; until the app is ready, requests are answered 503 (Readiness).
  */
 export async function startIdjag(config: Config, options: StartOptions = {}): Promise<Idjag> {
+  // before anything listens: a production IdP at a plain-http (or derived) issuer would answer every client wrongly
+  const refused = productionIssuerProblem(config);
+  if (refused) throw new ConfigError(refused);
   const log = options.log ?? pino({ level: config.logLevel, redact: ['req.headers.authorization', 'req.headers.cookie'] });
   const readiness = new Readiness();
   const server = createServer(readiness.listener);
@@ -70,8 +74,12 @@ export async function startIdjag(config: Config, options: StartOptions = {}): Pr
   });
   const { port } = server.address() as AddressInfo;
   const local = ['0.0.0.0', '::', 'localhost'].includes(config.host) ? 'localhost' : config.host;
-  const issuer = config.issuer ?? `http://${local.includes(':') ? `[${local}]` : local}:${port}`;
-  const url = local === 'localhost' ? `http://127.0.0.1:${port}` : issuer;
+  const bound = `${local.includes(':') ? `[${local}]` : local}:${port}`;
+  const issuer = config.issuer ?? `http://${bound}`;
+  // where this process reaches itself: the address it listens on, whatever public issuer it serves under
+  const url = local === 'localhost' ? `http://127.0.0.1:${port}` : `http://${bound}`;
+  // new Resource AS issuers and MCP server resources: https only in production (the MCP extension)
+  const urls: UrlPolicy = { httpsOnly: config.production };
 
   const database = openDatabase(config.database);
   const { db } = database;
@@ -82,11 +90,12 @@ export async function startIdjag(config: Config, options: StartOptions = {}): Pr
       if (applied.length) log.info({ applied }, 'migrations applied');
       const createdKeys = await ensureSigningKeys(db);
       if (createdKeys.length) log.info({ kids: createdKeys }, 'signing keys generated');
-      const seeded = config.seedOnEmpty ? await seedIfEmpty(db, issuer, config.seedFile) : false;
+      const seeded = config.seedOnEmpty ? await seedIfEmpty(db, issuer, config.seedFile, urls) : false;
       if (seeded) log.info({ seed: config.seedFile ?? 'seed/seed.json' }, 'empty database seeded');
       else if (config.seedFile) log.warn({ seed: config.seedFile }, 'the database is not empty: the seed document was not applied');
       return { seeded, cookieKeys: config.cookieKeys ?? (await storedCookieKeys(db)) };
     });
+    if (config.production) await warnInsecureCatalog(db, log);
     const render = loadViews();
     const secure = issuer.startsWith('https:');
 
@@ -99,7 +108,7 @@ export async function startIdjag(config: Config, options: StartOptions = {}): Pr
       clientAuth: limits.clientAuth,
       db, issuer, cookieKeys, render, log, secure,
       discovery: discoveryMetadata,
-      extend: (provider, keys) => registerTokenExchange(provider, { db, issuer, log, errors: config.errors, keys: () => keys, observe: metrics.exchange }),
+      extend: (provider, keys) => registerTokenExchange(provider, { db, issuer, tenant: config.tenant, log, errors: config.errors, keys: () => keys, observe: metrics.exchange }),
     });
     const app = new Koa({ keys: cookieKeys, proxy: secure && config.production });
     app.silent = true;
@@ -127,7 +136,7 @@ export async function startIdjag(config: Config, options: StartOptions = {}): Pr
     // The admin JSON API (bearer tokens, /admin/api) and web UI (admins signed in here, /admin), each with its
     // own body parser on its own routes only.
     app.use(createAdmin({
-      db, log, issuer, url, render, provider: () => host.provider, reloadKeys: () => host.refreshKeys(), demoAsClientId: demo ? DEMO_AS_CLIENT.clientId : undefined,
+      db, log, issuer, tenant: config.tenant, urls, url, render, provider: () => host.provider, reloadKeys: () => host.refreshKeys(), demoAsClientId: demo ? DEMO_AS_CLIENT.clientId : undefined,
       impact: { days: config.impactDays, maxRows: config.impactMaxRows },
     }).middleware);
     app.use(limits.token.middleware);
@@ -166,6 +175,19 @@ export async function startIdjag(config: Config, options: StartOptions = {}): Pr
     server.close();
     await database.close();
     throw err;
+  }
+}
+
+/**
+ * Resource ASes and MCP servers stored before production mode required https (or added in development) keep
+ * working; the admin refuses new ones. Say which, so an operator can replace them.
+ */
+async function warnInsecureCatalog(db: Database['db'], log: Logger): Promise<void> {
+  const https = (u: string) => URL.canParse(u) && new URL(u).protocol === 'https:';
+  const servers = (await db.selectFrom('resource_servers').select('issuer').execute()).map((r) => r.issuer).filter((u) => !https(u));
+  const resources = (await db.selectFrom('mcp_servers').select('resource').execute()).map((r) => r.resource).filter((u) => !https(u));
+  if (servers.length || resources.length) {
+    log.warn({ resourceServers: servers, mcpServers: resources }, 'production mode: these Resource AS issuers and MCP server resources are not https (the MCP extension requires https); replace them');
   }
 }
 

@@ -132,6 +132,7 @@ async function storeRules(rules: RuleSpec[]): Promise<void> {
       max_auth_age: r.maxAuthAge,
       enabled: r.enabled ? 1 : 0,
       description: null,
+      authorization_details_types: '[]',
       not_before: r.notBefore,
       expires_at: r.expiresAt !== null && r.notBefore !== null && r.expiresAt <= r.notBefore ? null : r.expiresAt,
       created_at: AT, updated_at: AT, created_by: 'test', updated_by: 'test',
@@ -158,7 +159,7 @@ async function compare(): Promise<void> {
         const ask = async (scope?: string) => simulate(database.db, {
           client_id: client, user: user.username, audience: target.audience, ...(target.resource ? { resource: target.resource } : {}),
           ...(scope ? { scope } : {}), auth_age: 0,
-        }, AT);
+        }, { issuer: 'http://localhost' }, AT);
         const plain = await ask();
         const where = `${rowKey(user.username, client, target)}`;
         // a request without scope: granted exactly the default scopes effective access reports

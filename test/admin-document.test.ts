@@ -153,7 +153,7 @@ test('import validation at the boundary: shape errors and duplicate keys, with t
 });
 
 test('an MCP server\'s scopes cannot shrink under a rule the document leaves alone, but can with the rule changed alongside', async () => {
-  const server = { issuer: TODO_AS, name: 'Todo authorization server', aliases: ['urn:example:todo'], mcp_servers: [{ resource: TODO_MCP, name: 'Todo MCP server', scopes: ['todos.read'] }] };
+  const server = { issuer: TODO_AS, name: 'Todo authorization server', aliases: ['urn:example:todo'], released_claims: ['email'], mcp_servers: [{ resource: TODO_MCP, name: 'Todo MCP server', scopes: ['todos.read'] }] };
   const refused = await api.post('/import?dry_run=1', { resource_servers: [server] });
   expect(refused.status).toBe(400);
   expect(refused.body.issues[0]).toMatchObject({ path: ['resource_servers', 0, 'mcp_servers', 0, 'scopes'], message: expect.stringContaining('rule engineering-todo allows todos.write') });

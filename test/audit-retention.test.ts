@@ -14,6 +14,7 @@ const row = (at: number, i: number): AuditLogTable => ({
   client_id: 'demo-agent', sub: null, username: null, audience: null, resources: '["https://mcp.todo.example/mcp"]', scopes_requested: null,
   scopes_granted: null, rule_id: null, jti: null, exp: null, subject_token_type: null, ip: null, user_agent: null, duration_ms: null,
   checks: '[{"name":"policy","status":"failed","message":"m"}]', warnings: null,
+  details_requested: null, details_granted: null, actor_token_type: null, actor_token_hash: null,
 });
 
 async function insertRows(idjag: TestServer, rows: AuditLogTable[]) {

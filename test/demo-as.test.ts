@@ -76,6 +76,8 @@ beforeAll(async () => {
     resource_servers: [{
       issuer: demo.issuer,
       name: 'Demo Resource AS',
+      // it maps users by email, so the IdP releases email to it (a new Resource AS gets no identity claim)
+      released_claims: ['email'],
       mcp_servers: [
         { resource: NOTES_MCP, name: 'Notes', scopes: ['notes.read', 'notes.write'] },
         { resource: NOTES_ADMIN, name: 'Notes admin', scopes: ['notes.admin'] },

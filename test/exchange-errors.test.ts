@@ -103,7 +103,7 @@ describe('the request (invalid_request)', () => {
     ['no subject_token_type', { subject_token_type: undefined }, 'subject_token_type', /subject_token_type is required/],
     ['no audience', { audience: undefined }, 'audience_present', /audience is required/],
     ['no subject_token', { subject_token: undefined }, 'subject_token_present', /subject_token is required/],
-    ['an actor_token', { actor_token: 'x', actor_token_type: ID_TOKEN }, 'unsupported_parameters', /actor_token and actor_token_type are not supported/],
+    ['an actor_token without actor_token_type', { actor_token: 'x' }, 'actor_token', /actor_token_type is required when actor_token is sent/],
   ] as const)('%s is invalid_request', async (_name, over, check, description) => {
     await expectDenied(() => exchange(idjag.url, alice.tokens.id_token, over), { error: 'invalid_request', check, description, clientId: 'demo-agent' }, [alice.tokens.id_token]);
   });
@@ -118,10 +118,10 @@ describe('the request (invalid_request)', () => {
       { error: 'invalid_request', check: 'request_syntax', description: new RegExp(`'${param}' parameter must not be provided twice`), clientId: 'demo-agent' }, [alice.tokens.id_token]);
   });
 
-  test('authorization_details is refused as unsupported', async () => {
+  test('authorization_details of a type no rule allows is invalid_authorization_details (RFC 9396 §5)', async () => {
     const details = JSON.stringify([{ type: 'todo', actions: ['read'] }]);
     await expectDenied(() => exchange(idjag.url, alice.tokens.id_token, { authorization_details: details }),
-      { error: 'invalid_request', check: 'unsupported_parameters', description: /authorization_details is not supported/ });
+      { error: 'invalid_authorization_details', check: 'authorization_details.types', description: /none of the requested authorization_details types \(todo\) may be granted/ });
   });
 
   test('a scope with characters outside RFC 6749 §3.3 is refused by the provider (invalid_scope) and audited', async () => {
@@ -393,7 +393,7 @@ describe('the target (invalid_target) and the scope (invalid_scope)', () => {
 
   test('a resource served by another Resource AS than the audience', async () => {
     const t = nowSec();
-    await db().insertInto('resource_servers').values({ id: 'rs-other', issuer: 'https://auth.other.example', name: 'Other AS', enabled: 1, created_at: t, updated_at: t }).execute();
+    await db().insertInto('resource_servers').values({ id: 'rs-other', issuer: 'https://auth.other.example', name: 'Other AS', enabled: 1, created_at: t, updated_at: t, released_claims: '[]', aud_tenant: null, sub_id_format: null }).execute();
     await db().insertInto('mcp_servers').values({ id: 'mcp-other', resource: 'https://mcp.other.example/mcp', name: 'Other MCP', resource_server_id: 'rs-other', scopes: '["x.read"]', enabled: 1, created_at: t, updated_at: t }).execute();
     try {
       await expectDenied(() => exchange(idjag.url, alice.tokens.id_token, { resource: 'https://mcp.other.example/mcp' }),

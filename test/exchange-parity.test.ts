@@ -1,10 +1,12 @@
 /**
- * The simulator and the token endpoint are two adapters of one pipeline: for the same client, user, target and
- * scopes they must reach the same decision, error, reason, failing check, check statuses and granted scopes.
- * Every policy denial reason, every target failure and the allowed cases go through both.
+ * The simulator and the token endpoint are two adapters of one pipeline: for the same client, user, target,
+ * scopes and authorization_details they must reach the same decision, error, reason, failing check, check
+ * statuses, granted scopes and granted authorization_details types, and an issued ID-JAG must carry the claims
+ * the simulator shows. Every policy denial reason, every target failure, the authorization_details outcomes
+ * and the allowed cases go through both.
  */
 import { decodeJwt } from 'jose';
-import { decodeChecks } from '../src/audit/codec.ts';
+import { decodeChecks, decodeTypes } from '../src/audit/codec.ts';
 import { connectAdmin, type AdminClient } from './helpers/admin.ts';
 import { lastAuditRow } from './helpers/audit.ts';
 import { DEMO_AGENT, signIn } from './helpers/browser.ts';
@@ -31,6 +33,8 @@ interface Case {
   audience?: string;
   resource?: string | string[];
   scope?: string;
+  /** the authorization_details parameter, as sent */
+  details?: string;
   /** changes the policy or catalog for this case; returns how to undo it */
   setup?: (api: AdminClient) => Promise<() => Promise<unknown>>;
   expected: { decision: 'issued' | 'denied'; reason: string; check?: string };
@@ -113,6 +117,36 @@ const cases: Case[] = [
   },
   { name: 'a client not registered for the grant', client: 'partner-app', expected: { decision: 'denied', reason: 'grant_type_allowed', check: 'grant_type_allowed' } },
   { name: 'a public client', client: 'demo-public', expected: { decision: 'denied', reason: 'confidential_client', check: 'confidential_client' } },
+  // authorization_details (RFC 9396): the seeded rule engineering-todo allows the type todo_list
+  {
+    name: 'authorization_details granted', details: JSON.stringify([{ type: 'todo_list', actions: ['read'] }]),
+    expected: { decision: 'issued', reason: 'issued' },
+  },
+  {
+    name: 'authorization_details narrowed to the allowed type', details: JSON.stringify([{ type: 'payment_initiation' }, { type: 'todo_list', actions: ['read'] }]),
+    expected: { decision: 'issued', reason: 'issued' },
+  },
+  {
+    name: 'authorization_details of a type no rule allows', details: JSON.stringify([{ type: 'payment_initiation' }]),
+    expected: { decision: 'denied', reason: 'authorization_details.types', check: 'authorization_details.types' },
+  },
+  {
+    name: 'authorization_details the deciding rule allows no type for', details: JSON.stringify([{ type: 'todo_list' }]),
+    setup: patchRule('engineering-todo', { authorization_details_types: null }, { authorization_details_types: ['todo_list'] }),
+    expected: { decision: 'denied', reason: 'authorization_details.types', check: 'authorization_details.types' },
+  },
+  {
+    name: 'malformed authorization_details (an object without type)', details: JSON.stringify([{ actions: ['read'] }]),
+    expected: { decision: 'denied', reason: 'authorization_details.format', check: 'authorization_details.format' },
+  },
+  {
+    name: 'authorization_details that are not JSON', details: 'todo_list',
+    expected: { decision: 'denied', reason: 'authorization_details.format', check: 'authorization_details.format' },
+  },
+  {
+    name: 'authorization_details on a policy denial: the policy decides first', user: 'bob', details: JSON.stringify([{ type: 'todo_list' }]),
+    expected: { decision: 'denied', reason: 'subject_not_allowed', check: 'policy' },
+  },
 ];
 
 const SECRETS: Record<string, string | undefined> = { 'demo-agent': DEMO_AGENT.secret, 'partner-app': 'partner-app-secret', 'demo-public': undefined };
@@ -125,6 +159,8 @@ interface Seen {
   /** each check's status and the message the client would be given */
   statuses: Record<string, string>;
   scopes: string[];
+  /** the authorization_details types granted */
+  details: string[];
 }
 
 const statusesOf = (checks: { name: string; status: string; message?: string }[]) =>
@@ -140,29 +176,38 @@ test.each(cases)('$name: the simulator decides what the token endpoint decides',
     const secret = SECRETS[client];
 
     const res = await exchange(idjag.url, tokens[user]!, {
-      audience, resource, scope: c.scope, ...(secret === undefined ? { client_id: client } : {}),
+      audience, resource, scope: c.scope, authorization_details: c.details, ...(secret === undefined ? { client_id: client } : {}),
     }, secret === undefined ? null : { id: client, secret });
     const row = await lastAuditRow(idjag);
     const checks = decodeChecks(row.checks);
     const endpoint: Seen = {
       decision: row.decision, reason: row.reason, error: row.error, failed: checks.find((x) => x.status === 'failed')?.name ?? null,
-      statuses: statusesOf(checks), scopes: row.scopes_granted?.split(' ') ?? [],
+      statuses: statusesOf(checks), scopes: row.scopes_granted?.split(' ') ?? [], details: decodeTypes(row.details_granted) ?? [],
     };
     expect(res.status === 200).toBe(c.expected.decision === 'issued');
     if (res.status === 200) expect((decodeJwt(res.body.access_token as string).scope as string).split(' ')).toEqual(endpoint.scopes);
+    const types = (objects: { type: string }[] | undefined) => (objects ?? []).map((d) => d.type);
+    if (res.status === 200) expect(types(res.body.authorization_details)).toEqual(endpoint.details);
 
     // the simulator, for the same facts: the user's real login age, so step-up rules see the same
     const authTime = decodeJwt(tokens[user]!).auth_time as number;
     const sim = await api.post('/simulate', {
-      client_id: client, user, audience, resource, ...(c.scope ? { scope: c.scope } : {}),
+      client_id: client, user, audience, resource, ...(c.scope ? { scope: c.scope } : {}), ...(c.details ? { authorization_details: c.details } : {}),
       auth_age: Math.max(0, Math.floor(Date.now() / 1000) - authTime),
     });
     expect(sim.status).toBe(200);
     const simulated: Seen = {
       decision: sim.body.decision, reason: sim.body.reason, error: sim.body.error ?? null,
       failed: sim.body.checks.find((x: { status: string }) => x.status === 'failed')?.name ?? null,
-      statuses: statusesOf(sim.body.checks), scopes: sim.body.scopes,
+      statuses: statusesOf(sim.body.checks), scopes: sim.body.scopes, details: types(sim.body.authorization_details),
     };
+    if (res.status === 200) {
+      // the claims the simulator shows are the ID-JAG's, but for what only signing sets (jti, iat, exp) and the
+      // login it assumes (auth_time, with no amr)
+      const { jti: _j, iat: _i, exp: _e, auth_time: _a, amr: _m, ...signed } = decodeJwt(res.body.access_token as string);
+      const { auth_time: _sa, ...shown } = sim.body.id_jag.claims;
+      expect(shown).toEqual(signed);
+    }
 
     expect({ decision: endpoint.decision, reason: endpoint.reason }).toEqual({ decision: c.expected.decision, reason: c.expected.reason });
     expect(endpoint.failed).toBe(c.expected.check ?? null);

@@ -5,7 +5,7 @@
  * A request is built from a valid one (any client authentication, subject token, target, scope, parameter
  * order, percent-encoding, charset and transfer encoding the IdP must accept, with unknown parameters mixed in)
  * to which a hostile request adds at least one fatal change: a required parameter missing, replaced, repeated
- * or wrongly encoded; an unsupported parameter; a broken subject token (truncated, padded, a character changed,
+ * or wrongly encoded; an actor_token without its type (or the reverse), malformed authorization_details; a broken subject token (truncated, padded, a character changed,
  * a random JWT, a token signed with the real key whose claims are wrong); failed, missing, malformed or doubled
  * client authentication; a wrong target or scope; oversized values (40 KB parameters, a thousand resources or
  * scopes); a wrong content type; an oversized body; another method. Every answer: no 5xx, no stack trace. A
@@ -264,8 +264,14 @@ const fatalArb: fc.Arbitrary<Mutation> = fc.oneof(
     const value = other ?? get(r, p);
     if (value !== undefined) r.params.push([p, value]);
   })),
+  // an actor_token without its type, or the type without the token (RFC 8693 §2.1); authorization_details that are
+  // not a JSON array of objects of a type the rule allows (RFC 9396)
   fc.tuple(fc.constantFrom('actor_token', 'actor_token_type', 'authorization_details'), randomText.filter((s) => s !== ''))
-    .map(([p, v]) => m(`unsupported ${p}`, (r) => { r.params.push([p, v]); })),
+    .map(([p, v]) => m(`${p} alone or malformed`, (r) => {
+      if (p === 'actor_token') drop(r, 'actor_token_type');
+      if (p === 'actor_token_type') drop(r, 'actor_token');
+      r.params.push([p, v]);
+    })),
   fc.tuple(fc.constantFrom(...REQUIRED), fc.constantFrom<Value>('%', '%zz', '%E0%A4', '%C0%AF', { raw: Buffer.from([0xff, 0xfe]) }, { raw: Buffer.from([0xc3]) }))
     .map(([p, garbage]) => m(`${p} wrongly percent- or UTF-8-encoded`, (r) => {
       const i = r.params.findIndex(([k]) => k === p);

@@ -140,7 +140,8 @@ describe('lifecycle and modes', () => {
   });
 
   test('in production mode signIn is refused before anything is sent, and the server itself runs', async () => {
-    const idjag = await startIdjag({ production: true });
+    // production mode needs an https issuer; `url` is where the server listens all the same
+    const idjag = await startIdjag({ production: true, issuer: 'https://idp.example.test' });
     try {
       await expect(idjag.signIn({ username: 'alice', clientId: 'demo-agent' })).rejects.toThrow('refused in production mode');
       expect((await fetch(`${idjag.url}/healthz`)).status).toBe(200);

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { z } from 'zod';
-import { candidateRules, findResourceServer, type McpServerRecord, type ResourceServerFacts } from '../db/catalog.ts';
+import { candidateRules, findResourceServer, toRelease, type McpServerRecord, type ResourceServerFacts } from '../db/catalog.ts';
 import { now as nowSeconds, type DB } from '../db/index.ts';
 import { findUserByName } from '../db/users.ts';
 import { CheckList, ExchangeRejection, REQUEST_CHECKS } from '../exchange/checks.ts';
@@ -145,8 +145,8 @@ function clientRefusal(client: RequestingClient, audience: string): string | und
 
 async function resourceServersById(db: DB, ids: string[]): Promise<Map<string, ResourceServerFacts>> {
   if (!ids.length) return new Map();
-  const rows = await db.selectFrom('resource_servers').select(['id', 'issuer', 'name', 'enabled']).where('id', 'in', ids).execute();
-  return new Map(rows.map((r) => [r.id, { ...r, enabled: Boolean(r.enabled) }]));
+  const rows = await db.selectFrom('resource_servers').select(['id', 'issuer', 'name', 'enabled', 'released_claims', 'aud_tenant', 'sub_id_format']).where('id', 'in', ids).execute();
+  return new Map(rows.map((r) => [r.id, { id: r.id, issuer: r.issuer, name: r.name, enabled: Boolean(r.enabled), release: toRelease(r) }]));
 }
 
 async function mcpServersOf(db: DB, rsIds: string[]): Promise<McpServerRecord[]> {

@@ -17,7 +17,7 @@ import {
 import { applyDocument, ConfigDocument, exportDocument, substitute } from './document.ts';
 import { parseInput } from './errors.ts';
 import { classify, HttpError } from '../web/errors.ts';
-import { QueryBoolean } from './fields.ts';
+import { DEVELOPMENT_URLS, QueryBoolean, type UrlPolicy } from './fields.ts';
 import {
   addMember, createGroup, deleteGroup, getGroup, GroupDoc, GroupPatch, listGroups, MemberInput, MembersInput, removeMember, setMembers, updateGroup,
 } from './groups.ts';
@@ -25,8 +25,8 @@ import { DEFAULT_IMPACT, previewImpact, type ImpactSettings, type ImpactSummary 
 import { applyRuleChange, previewRuleChange, saveRuleChange, type RuleChange } from './rule-changes.ts';
 import { getRule, listRules, RuleDoc, RuleFilter, RulePatch } from './rules.ts';
 import {
-  createMcpServer, createResourceServer, deleteMcpServer, deleteResourceServer, getMcpServer, getResourceServer, listResourceServers,
-  McpServerDoc, McpServerPatch, ResourceServerDoc, ResourceServerPatch, updateMcpServer, updateResourceServer,
+  AudSubInput, createMcpServer, createResourceServer, deleteMcpServer, deleteResourceServer, getMcpServer, getResourceServer, listResourceServers,
+  McpServerDoc, McpServerPatch, ResourceServerDoc, ResourceServerPatch, setAudienceSubject, updateMcpServer, updateResourceServer,
 } from './servers.ts';
 import { listKeys, RotateInput, rotateKeys } from './signing-keys.ts';
 import { simulate, SimulationInput } from './simulate.ts';
@@ -40,6 +40,10 @@ export interface AdminApiDeps {
   db: DB;
   log: Logger;
   issuer: string;
+  /** this IdP's tenant (the ID-JAG `tenant`), for the simulator's claims */
+  tenant?: string | undefined;
+  /** which URLs new Resource ASes and MCP servers may have: https only in production */
+  urls?: UrlPolicy;
   /** the current provider (rebuilt on key rotation) */
   provider: () => Provider;
   /** makes this node's provider load the signing keys again (after a rotation) */
@@ -115,6 +119,7 @@ function impactMode(ctx: Context): 'preview' | 'save' | 'none' {
 function routes(deps: AdminApiDeps): Router {
   const { db } = deps;
   const impactSettings = deps.impact ?? DEFAULT_IMPACT;
+  const urls = deps.urls ?? DEVELOPMENT_URLS;
   const validateClient = providerClientValidator(deps.provider);
   const r = new Router({ prefix: ADMIN_API_PREFIX });
 
@@ -174,11 +179,15 @@ function routes(deps: AdminApiDeps): Router {
 
   // Resource authorization servers and their MCP servers
   r.get('/resource-servers', async (ctx) => { ctx.body = { items: await listResourceServers(db) }; });
-  r.post('/resource-servers', body, async (ctx) => created(ctx, await createResourceServer(db, parseInput(ResourceServerDoc, input(ctx)), actor(ctx))));
+  r.post('/resource-servers', body, async (ctx) => created(ctx, await createResourceServer(db, parseInput(ResourceServerDoc, input(ctx)), actor(ctx), urls)));
   r.get('/resource-servers/:id', async (ctx) => { ctx.body = await getResourceServer(db, param(ctx, 'id')); });
   r.patch('/resource-servers/:id', body, async (ctx) => { ctx.body = await updateResourceServer(db, param(ctx, 'id'), parseInput(ResourceServerPatch, input(ctx)), actor(ctx)); });
   r.delete('/resource-servers/:id', async (ctx) => { await deleteResourceServer(db, param(ctx, 'id'), actor(ctx)); ctx.status = 204; });
-  r.post('/resource-servers/:id/mcp-servers', body, async (ctx) => created(ctx, await createMcpServer(db, param(ctx, 'id'), parseInput(McpServerDoc, input(ctx)), actor(ctx))));
+  r.put('/resource-servers/:id/aud-subs/:username', body, async (ctx) => {
+    ctx.body = await setAudienceSubject(db, param(ctx, 'id'), param(ctx, 'username'), parseInput(AudSubInput, input(ctx)).aud_sub, actor(ctx));
+  });
+  r.delete('/resource-servers/:id/aud-subs/:username', async (ctx) => { ctx.body = await setAudienceSubject(db, param(ctx, 'id'), param(ctx, 'username'), null, actor(ctx)); });
+  r.post('/resource-servers/:id/mcp-servers', body, async (ctx) => created(ctx, await createMcpServer(db, param(ctx, 'id'), parseInput(McpServerDoc, input(ctx)), actor(ctx), urls)));
   r.get('/mcp-servers/:id', async (ctx) => { ctx.body = await getMcpServer(db, param(ctx, 'id')); });
   r.patch('/mcp-servers/:id', body, async (ctx) => { ctx.body = await updateMcpServer(db, param(ctx, 'id'), parseInput(McpServerPatch, input(ctx)), actor(ctx)); });
   r.delete('/mcp-servers/:id', async (ctx) => { await deleteMcpServer(db, param(ctx, 'id'), actor(ctx)); ctx.status = 204; });
@@ -217,7 +226,7 @@ function routes(deps: AdminApiDeps): Router {
   r.get('/changes', async (ctx) => { ctx.body = await listChanges(db, parseInput(ChangeQuery, query(ctx))); });
 
   // What if
-  r.post('/simulate', body, async (ctx) => { ctx.body = await simulate(db, parseInput(SimulationInput, input(ctx))); });
+  r.post('/simulate', body, async (ctx) => { ctx.body = await simulate(db, parseInput(SimulationInput, input(ctx)), { issuer: deps.issuer, tenant: deps.tenant }); });
 
   // Signing keys
   r.get('/keys', async (ctx) => { ctx.body = await listKeys(db); });
@@ -233,7 +242,7 @@ function routes(deps: AdminApiDeps): Router {
     const mode = q.impact ?? 'none';
     const dryRun = (q.dry_run ?? false) || mode === 'preview';
     const doc = parseInput(ConfigDocument, substitute(input(ctx), { ISSUER: deps.issuer }));
-    const options = { ...actor(ctx), validateClient };
+    const options = { ...actor(ctx), validateClient, urls };
     let changes: Change[];
     let impact: ImpactSummary | undefined;
     if (mode === 'none') changes = await applyDocument(db, doc, { ...options, dryRun });

@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import { z } from 'zod';
-import { decodeChecks, decodeResources, decodeRuleIds, encodeResources, failedCheck, RESOURCES_INDEXED_MAX } from '../audit/codec.ts';
+import { decodeChecks, decodeResources, decodeRuleIds, decodeTypes, encodeResources, failedCheck, RESOURCES_INDEXED_MAX } from '../audit/codec.ts';
 import type { DB } from '../db/index.ts';
 import { subsOf } from '../db/users.ts';
 import type { AuditDecision, AuditLogTable } from '../db/schema.ts';
@@ -90,6 +90,12 @@ export interface AuditEntry extends AuditSummary {
   ip: string | null;
   user_agent: string | null;
   duration_ms: number | null;
+  /** the RFC 9396 authorization_details types requested and granted (null: none requested, or none granted) */
+  details_requested: string[] | null;
+  details_granted: string[] | null;
+  /** the RFC 8693 actor token's type and SHA-256 (base64url), when the request carried one */
+  actor_token_type: string | null;
+  actor_token_hash: string | null;
   checks: AuditCheck[];
   /** the rules the decision named (the one that matched, for an issued token), as they are now; null when deleted since */
   rules: { id: string; rule: RuleView | null }[];
@@ -181,6 +187,10 @@ export async function getAuditEntry(db: DB, id: string): Promise<AuditEntry> {
     ip: r.ip,
     user_agent: r.user_agent,
     duration_ms: r.duration_ms,
+    details_requested: decodeTypes(r.details_requested),
+    details_granted: decodeTypes(r.details_granted),
+    actor_token_type: r.actor_token_type,
+    actor_token_hash: r.actor_token_hash,
     checks: expandChecks(r.checks),
     rules: await Promise.all(summary.rule_ids.map(async (ruleId) => ({ id: ruleId, rule: (await findRule(db, ruleId)) ?? null }))),
   };
@@ -242,6 +252,8 @@ export function jsonLine(r: AuditLogTable): string {
     resources: list(r.resources),
     rule_ids: decodeRuleIds(r.rule_id),
     checks: decodeChecks(r.checks),
+    details_requested: decodeTypes(r.details_requested),
+    details_granted: decodeTypes(r.details_granted),
   })}\n`;
 }
 

@@ -4,6 +4,7 @@ import { hashSecret, verifySecret } from '../oidc/secrets.ts';
 import { changeTransaction, diff, recordChanges, type Actor, type Change, type ChangeOptions } from './changes.ts';
 import { checkClient, ClientDoc, clientState, listClients, readClientState, writeClient, type ValidateClient } from './clients.ts';
 import { InvalidInput, type Issue } from './errors.ts';
+import { DEVELOPMENT_URLS, type UrlPolicy } from './fields.ts';
 import { GroupDoc, listGroups, readGroupState, writeGroup } from './groups.ts';
 import { allRules, readRuleState, RuleDoc, ruleId, ruleState, writeRule } from './rules.ts';
 import {
@@ -108,6 +109,8 @@ export interface ApplyOptions extends ChangeOptions {
   requestId?: string | undefined;
   /** the provider's client metadata validation; absent when seeding before the provider exists */
   validateClient?: ValidateClient | undefined;
+  /** which URLs new Resource ASes and MCP servers may have (https only in production) */
+  urls?: UrlPolicy;
 }
 
 /**
@@ -118,6 +121,7 @@ export interface ApplyOptions extends ChangeOptions {
 export async function applyDocument(db: DB, doc: ConfigDocument, options: ApplyOptions | string = {}): Promise<Change[]> {
   const opts: ApplyOptions = typeof options === 'string' ? { actor: options } : options;
   const by: Actor = { actor: opts.actor ?? 'seed', requestId: opts.requestId };
+  const urls = opts.urls ?? DEVELOPMENT_URLS;
 
   const issues: Issue[] = [];
   for (const [i, c] of doc.clients.entries()) {
@@ -178,12 +182,15 @@ export async function applyDocument(db: DB, doc: ConfigDocument, options: ApplyO
       await track('resource_server', rs.issuer, async () => {
         const v = await findResourceServerByIssuer(trx, rs.issuer);
         return v && resourceServerState(v);
-      }, async () => { rsId = await writeResourceServer(trx, server, at, ['resource_servers', i]); });
+      }, async () => { rsId = await writeResourceServer(trx, server, at, ['resource_servers', i], urls); });
       for (const [j, m] of mcps.entries()) {
         await track('mcp_server', m.resource, async () => {
           const v = await findMcpServerByResource(trx, m.resource);
           return v && mcpServerState(v);
-        }, async () => { mcpWritten.push({ id: await writeMcpServer(trx, rsId, m, at), path: ['resource_servers', i, 'mcp_servers', j] }); });
+        }, async () => {
+          const path = ['resource_servers', i, 'mcp_servers', j];
+          mcpWritten.push({ id: await writeMcpServer(trx, rsId, m, at, path, urls), path });
+        });
       }
     }
 

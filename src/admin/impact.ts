@@ -193,6 +193,8 @@ function worldPorts(w: World): { directory: Directory; catalog: Catalog; rules: 
     catalog: {
       resourceServer: async (audience) => w.audiences.get(audience),
       mcpServers: async (resources) => resources.flatMap((r) => { const m = w.mcpServers.get(r); return m ? [m] : []; }),
+      // the claims an ID-JAG would carry decide nothing
+      audienceSubject: async () => undefined,
     },
     rules: { rulesFor: async (clientId, rsId) => w.rules.get(pairKey(clientId, rsId)) ?? [] },
   };

@@ -32,6 +32,9 @@ const DefaultScopes = z.array(Scope).max(100);
 const Lifetime = z.number().int().min(1, 'at least 1 s').max(MAX_ID_JAG_LIFETIME, `at most ${MAX_ID_JAG_LIFETIME} s`);
 const MaxAuthAge = z.number().int().min(0).max(366 * 24 * 3600);
 const RsClientId = z.string().min(1).max(255);
+/** RFC 9396 §2: a type is a string (often a URI); the exchange grants the objects of these types. */
+const DetailsTypes = z.array(z.string().min(1).max(256).regex(/^[\x21-\x7e]+$/, 'authorization_details types are printable ASCII without spaces'))
+  .max(50).refine((t) => new Set(t).size === t.length, 'each type once');
 
 const defaultsWithinScopes = (r: { scopes?: string[] | undefined; default_scopes?: string[] | undefined }) =>
   (r.default_scopes ?? []).every((s) => (r.scopes ?? []).includes(s));
@@ -63,6 +66,8 @@ export const RuleDoc = z.strictObject({
   rs_client_id: RsClientId.optional(),
   lifetime: Lifetime.default(300),
   max_auth_age: MaxAuthAge.optional(),
+  /** the RFC 9396 authorization_details types its client may be granted for this target; omitted: none */
+  authorization_details_types: DetailsTypes.optional(),
   enabled: z.boolean().optional(),
   /** the rule is in force from this instant on; omitted: since it was made */
   not_before: Instant.optional(),
@@ -83,6 +88,7 @@ export const RulePatch = z.strictObject({
   rs_client_id: RsClientId.nullable().optional(),
   lifetime: Lifetime.optional(),
   max_auth_age: MaxAuthAge.nullable().optional(),
+  authorization_details_types: DetailsTypes.nullable().optional(),
   enabled: z.boolean().optional(),
   not_before: Instant.nullable().optional(),
   expires_at: Instant.nullable().optional(),
@@ -207,6 +213,7 @@ export async function resolveRule(db: DB, r: RuleDoc, path: (string | number)[] 
     rs_client_id: r.rs_client_id ?? null,
     lifetime: r.lifetime,
     max_auth_age: r.max_auth_age ?? null,
+    authorization_details_types: JSON.stringify(r.authorization_details_types ?? []),
     enabled: r.enabled === false ? 0 : 1,
     description: r.description ?? null,
     not_before: r.not_before === undefined ? null : secondsOf(r.not_before),
@@ -239,6 +246,7 @@ async function toViews(db: DB, rows: PolicyRulesTable[], at = now()): Promise<Ru
     const who: Who = row.subject_kind === 'groups' ? { groups: list }
       : row.subject_kind === 'users' ? { users: list.map((s) => usernames.get(s) ?? s) } : 'everyone';
     const mcp = row.mcp_server_id === null ? undefined : resources.get(row.mcp_server_id);
+    const detailTypes = JSON.parse(row.authorization_details_types) as string[];
     return {
       id: row.id,
       ...present({ description: row.description }),
@@ -251,6 +259,7 @@ async function toViews(db: DB, rows: PolicyRulesTable[], at = now()): Promise<Ru
       ...present({ rs_client_id: row.rs_client_id }),
       lifetime: row.lifetime,
       ...present({ max_auth_age: row.max_auth_age }),
+      ...(detailTypes.length ? { authorization_details_types: detailTypes } : {}),
       enabled: Boolean(row.enabled),
       ...(row.not_before === null ? {} : { not_before: isoFromSeconds(row.not_before) }),
       ...(row.expires_at === null ? {} : { expires_at: isoFromSeconds(row.expires_at) }),

@@ -5,7 +5,8 @@ import { findUserByName } from '../db/users.ts';
 import type { AuditDecision } from '../db/schema.ts';
 import { runExchange, type ExchangeResult } from '../exchange/pipeline.ts';
 import type { CheckResult } from '../exchange/checks.ts';
-import { previewMinter } from '../exchange/mint.ts';
+import type { Warning } from '../exchange/lint.ts';
+import { previewMinter, type IdJagClaims } from '../exchange/mint.ts';
 import { databasePorts } from '../exchange/ports.ts';
 import { ID_JAG, ID_TOKEN, TOKEN_EXCHANGE, type ExchangeInput, type RequestingClient } from '../exchange/request.ts';
 import { assumedSubject } from '../exchange/subject.ts';
@@ -17,7 +18,9 @@ import { Scope } from './fields.ts';
  * "What if": the token endpoint's decision for this client, user, audience, resources and scopes, made by the
  * very pipeline the token endpoint runs (src/exchange/pipeline.ts), with two ports swapped: the subject is
  * assumed (a valid ID Token of this user, issued to this client, from a login `auth_age` seconds ago) and
- * the minter only previews. Nothing is signed and nothing is written: no audit row, no change.
+ * the minter only previews. Nothing is signed and nothing is written: no audit row, no change. The claims
+ * are the ones the token endpoint would sign (the issuer, the tenant and the Resource AS's release included),
+ * without `jti`, `iat` and `exp`, which only signing sets.
  */
 
 const OneOrMany = z.union([z.string().min(1).max(2048), z.array(z.string().min(1).max(2048)).max(20)]);
@@ -34,6 +37,8 @@ export const SimulationInput = z.strictObject({
   scope: z.union([z.string().max(2000), z.array(Scope).max(100)]).optional(),
   /** seconds since the user signed in, for step-up rules (default 0: a fresh login) */
   auth_age: z.number().int().min(0).max(366 * 24 * 3600).default(0),
+  /** RFC 9396 authorization_details, as the client would send them: the JSON text, or the array itself */
+  authorization_details: z.union([z.string().max(16_384), z.array(z.unknown()).max(100)]).optional(),
 });
 export type SimulationInput = z.infer<typeof SimulationInput>;
 
@@ -49,14 +54,26 @@ export interface SimulationResult {
   max_age?: number;
   scopes: string[];
   rule_ids: string[];
-  /** on an issue, the ID-JAG it would be: audience, client id at the Resource AS, lifetime */
-  id_jag?: { aud: string; client_id: string; sub: string; resource?: string | string[]; scope: string; expires_in: number };
+  /** on an issue, the ID-JAG it would be: audience, client id at the Resource AS, lifetime, and every claim */
+  id_jag?: {
+    aud: string; client_id: string; sub: string; resource?: string | string[]; scope: string; expires_in: number;
+    /** the claims it would carry (without jti, iat, exp) */
+    claims: IdJagClaims;
+  };
+  /** on an issue, the authorization_details granted (the same objects the token response would list) */
+  authorization_details?: unknown[];
   checks: AuditCheck[];
+  /** the lint warnings the client would see in its diagnostics */
+  warnings: readonly Warning[];
   assumptions: string[];
 }
 
-/** The checks a simulation reports: those about the client and the decision (a simulated request is well-formed). */
-const REPORTED = new Set(['client_authentication', 'confidential_client', 'grant_type_allowed', 'user', 'audience', 'resource', 'policy', 'scope', 'step_up']);
+/**
+ * The checks a simulation reports: those about the client and the decision (a simulated request is
+ * well-formed), and the authorization_details ones when it carries some.
+ */
+const REPORTED = new Set(['client_authentication', 'confidential_client', 'grant_type_allowed', 'user', 'audience', 'resource', 'policy', 'scope', 'step_up',
+  'authorization_details.format', 'authorization_details.types']);
 
 const asList = (v: string | string[] | undefined): string[] => (v === undefined ? [] : [v].flat());
 
@@ -73,12 +90,13 @@ export function assumedClient(client: ClientRow): RequestingClient {
  * The token request this client would send for an ID-JAG with an (assumed) ID Token as subject: the simulator's,
  * the replay's of a recorded decision (src/admin/impact.ts), and the one effective access checks clients with.
  */
-export function assumedRequest(client: RequestingClient, audience: string, resources: readonly string[], scopes: readonly string[]): ExchangeInput {
+export function assumedRequest(client: RequestingClient, audience: string, resources: readonly string[], scopes: readonly string[], authorizationDetails?: string): ExchangeInput {
   return {
     client,
     params: {
       grant_type: TOKEN_EXCHANGE, requested_token_type: ID_JAG, subject_token_type: ID_TOKEN, subject_token: '(assumed)',
       audience, resource: [...new Set(resources)], ...(scopes.length ? { scope: [...new Set(scopes)].join(' ') } : {}),
+      ...(authorizationDetails === undefined ? {} : { authorization_details: authorizationDetails }),
     },
     credentialsInBody: false,
   };
@@ -91,7 +109,9 @@ async function simulatedInput(db: DB, input: SimulationInput): Promise<{ exchang
   const user = await findUserByName(db, input.user);
   if (!user) throw invalid(['user'], `unknown user ${input.user}`);
   const scope = typeof input.scope === 'string' ? input.scope.split(' ').filter(Boolean) : input.scope ?? [];
-  return { sub: user.sub, username: user.username, exchange: assumedRequest(assumedClient(client), input.audience, asList(input.resource), scope) };
+  const details = input.authorization_details === undefined ? undefined
+    : typeof input.authorization_details === 'string' ? input.authorization_details : JSON.stringify(input.authorization_details);
+  return { sub: user.sub, username: user.username, exchange: assumedRequest(assumedClient(client), input.audience, asList(input.resource), scope, details) };
 }
 
 /** The pipeline's result as the simulator reports it. */
@@ -104,7 +124,7 @@ function report(result: ExchangeResult, assumptions: string[]): SimulationResult
     return {
       decision: 'denied', reason: r.reason, explanation: r.explanation, error: r.error, error_description: r.description,
       ...(r.maxAge === undefined ? {} : { max_age: r.maxAge }),
-      scopes: [], rule_ids: r.ruleIds, checks, assumptions,
+      scopes: [], rule_ids: r.ruleIds, checks, warnings: result.record.warnings ?? [], assumptions,
     };
   }
   const { claims, decision, minted } = outcome;
@@ -114,19 +134,27 @@ function report(result: ExchangeResult, assumptions: string[]): SimulationResult
       aud: claims.aud, client_id: claims.client_id, sub: claims.sub,
       ...(claims.resource === undefined ? {} : { resource: claims.resource }),
       scope: decision.scopes.join(' '), expires_in: minted.exp - minted.iat,
+      claims,
     },
-    checks, assumptions,
+    ...(claims.authorization_details ? { authorization_details: claims.authorization_details } : {}),
+    checks, warnings: result.record.warnings ?? [], assumptions,
   };
 }
 
-export async function simulate(db: DB, input: SimulationInput, at = nowSeconds()): Promise<SimulationResult> {
+/** Who the simulated token endpoint is: the claims name the issuer and carry the tenant, as the real ones do. */
+export interface SimulatedIssuer {
+  issuer: string;
+  tenant?: string | undefined;
+}
+
+export async function simulate(db: DB, input: SimulationInput, idp: SimulatedIssuer, at = nowSeconds()): Promise<SimulationResult> {
   const { exchange, sub, username } = await simulatedInput(db, input);
   const result = await runExchange(exchange, {
     ...databasePorts(db),
     subjects: assumedSubject(sub, at - input.auth_age),
     minter: previewMinter,
-    // the issuer does not change a decision; the preview names no issuer
-    issuer: '',
+    issuer: idp.issuer,
+    tenant: idp.tenant,
     clock: () => at,
   });
   return report(result, [

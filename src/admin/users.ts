@@ -8,6 +8,7 @@ import { Conflict, NotFound, invalid, parseInput } from './errors.ts';
 import { containsPattern, GroupName, Name, QueryBoolean, Username } from './fields.ts';
 import { isoFromSeconds, merge, present } from './format.ts';
 import { rulesReferencing } from './rules.ts';
+import { mappingChanges, resourceServersMapping } from './servers.ts';
 
 /**
  * Users: the people who sign in here. Group membership belongs to the user (as in the document: a user lists
@@ -235,8 +236,10 @@ export async function deleteUser(db: DB, username: string, by: Actor): Promise<v
     if (!before) throw new NotFound('user', username);
     const rules = await rulesReferencing(trx, { sub: before.sub });
     if (rules.length) throw new Conflict(`user ${username} is named by rules ${rules.join(', ')}: change those rules first, or disable the user`);
+    const mapping = await resourceServersMapping(trx, before.sub);
     await trx.deleteFrom('users').where('sub', '=', before.sub).execute();
-    await recordChanges(trx, by, [{ action: 'delete', entity: 'user', entity_id: username, before, after: null }]);
+    // the user's aud_subs went with them: each Resource AS that mapped them changed too
+    await recordChanges(trx, by, [{ action: 'delete', entity: 'user', entity_id: username, before, after: null }, ...await mappingChanges(trx, mapping)]);
   });
 }
 

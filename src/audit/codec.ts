@@ -81,6 +81,20 @@ export function decodeResources(stored: string | null): string[] {
   }
 }
 
+/** The `details_requested` and `details_granted` columns: RFC 9396 types as a JSON list, each bounded; null when none. */
+export const encodeTypes = (types: readonly string[] | undefined): string | null =>
+  (types === undefined ? null : JSON.stringify(types.map((t) => t.slice(0, 256))));
+
+export function decodeTypes(stored: string | null): string[] | null {
+  if (stored === null) return null;
+  try {
+    const raw = JSON.parse(stored) as unknown;
+    return Array.isArray(raw) ? raw.filter((t): t is string => typeof t === 'string') : null;
+  } catch {
+    return null;
+  }
+}
+
 /** The `rule_id` column: the rules a decision named, comma-separated (rule ids have no commas). */
 export const encodeRuleIds = (ids: readonly string[] | undefined): string | null => (ids?.length ? ids.join(',') : null);
 export const decodeRuleIds = (stored: string | null): string[] => (stored ? stored.split(',') : []);

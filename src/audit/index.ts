@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { DB, Schema } from '../db/index.ts';
 import { prepared } from '../db/prepared.ts';
 import type { AuditDecision, AuditLogTable } from '../db/schema.ts';
-import { encodeChecks, encodeResources, encodeRuleIds, encodeWarnings, text, type CheckRecord, type WarningRecord } from './codec.ts';
+import { encodeChecks, encodeResources, encodeRuleIds, encodeTypes, encodeWarnings, text, type CheckRecord, type WarningRecord } from './codec.ts';
 
 export * from './codec.ts';
 
@@ -41,13 +41,19 @@ export interface DecisionRecord {
   durationMs?: number | undefined;
   checks: readonly CheckRecord[];
   warnings?: readonly WarningRecord[] | undefined;
+  /** the RFC 9396 authorization_details types requested, and those granted */
+  detailsRequested?: string[] | undefined;
+  detailsGranted?: string[] | undefined;
+  /** the RFC 8693 actor token's type and hash (never the token) */
+  actorTokenType?: string | undefined;
+  actorTokenHash?: string | undefined;
 }
 
 // Every column, checked by the compiler against the table type: a new column cannot be forgotten here.
 const AUDIT_COLUMNS = Object.keys({
   id: 1, at: 1, request_id: 1, decision: 1, reason: 1, explanation: 1, error: 1, client_id: 1, sub: 1, username: 1,
   audience: 1, resources: 1, scopes_requested: 1, scopes_granted: 1, rule_id: 1, jti: 1, exp: 1, subject_token_type: 1,
-  ip: 1, user_agent: 1, duration_ms: 1, checks: 1, warnings: 1,
+  ip: 1, user_agent: 1, duration_ms: 1, checks: 1, warnings: 1, details_requested: 1, details_granted: 1, actor_token_type: 1, actor_token_hash: 1,
 } satisfies Record<keyof AuditLogTable, 1>);
 // Written once per token exchange: prepared once.
 const insertDecision = prepared<Schema, AuditLogTable, never>((db, p) =>
@@ -84,6 +90,10 @@ export async function recordOutcome(db: DB, r: DecisionRecord, at = Date.now()):
     duration_ms: r.durationMs === undefined ? null : Math.round(r.durationMs * 1000) / 1000,
     checks: encodeChecks(r.checks),
     warnings: encodeWarnings(r.warnings),
+    details_requested: encodeTypes(r.detailsRequested),
+    details_granted: encodeTypes(r.detailsGranted),
+    actor_token_type: text(r.actorTokenType, 255),
+    actor_token_hash: r.actorTokenHash ?? null,
   };
   await insertDecision(db, row);
   return id;

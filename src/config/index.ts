@@ -57,9 +57,27 @@ const Settings = z.object({
   /** when set, GET /metrics requires `Authorization: Bearer <this>`; unset, /metrics is open */
   metricsToken: z.string().min(16, 'the metrics token needs at least 16 characters').max(512)
     .regex(/^[\x21-\x7e]+$/, 'the metrics token must be printable ASCII without spaces').optional(),
+  /** this IdP's tenant identifier: every ID-JAG carries it as `tenant` (draft §3); unset, none does */
+  tenant: z.string().trim().min(1).max(255).regex(/^[\x21-\x7e]+$/, 'the tenant is printable ASCII without spaces').optional(),
+}).superRefine((c, ctx) => {
+  const problem = productionIssuerProblem(c);
+  // an unset issuer is derived from the port at start (startIdjag says so then): commands such as migrate need none
+  if (problem && c.issuer !== undefined) ctx.addIssue({ code: 'custom', path: ['issuer'], message: problem });
 });
 
 export type Config = z.infer<typeof Settings>;
+
+/**
+ * In production the issuer must be https: every endpoint URL clients use derives from it, and the MCP
+ * extension requires https for the token, metadata and key endpoints. (Development also takes http, for
+ * loopback addresses.) Undefined when the issuer is acceptable.
+ */
+export function productionIssuerProblem(c: Pick<Config, 'production' | 'issuer'>): string | undefined {
+  if (!c.production) return undefined;
+  if (c.issuer === undefined) return 'in production mode the issuer must be set (ISSUER or --issuer) to the https URL clients reach idjag at';
+  if (!URL.canParse(c.issuer) || new URL(c.issuer).protocol !== 'https:') return `in production mode the issuer must be an https URL (got ${c.issuer}): the MCP extension requires https for the token, metadata and key endpoints; plain http is for development only`;
+  return undefined;
+}
 
 const flags = {
   port: { type: 'string' },
@@ -87,6 +105,7 @@ const flags = {
   'metrics-token': { type: 'string' },
   'impact-days': { type: 'string' },
   'impact-max-rows': { type: 'string' },
+  tenant: { type: 'string' },
 } as const;
 
 export class ConfigError extends Error {}
@@ -130,6 +149,7 @@ export function loadConfig(
     metricsToken: values['metrics-token'] ?? (env.IDJAG_METRICS_TOKEN || undefined),
     impactDays: values['impact-days'] ?? env.IDJAG_IMPACT_DAYS ?? '7',
     impactMaxRows: values['impact-max-rows'] ?? env.IDJAG_IMPACT_MAX_ROWS ?? '10000',
+    tenant: values.tenant ?? (env.IDJAG_TENANT || undefined),
     errors: values.errors ?? env.IDJAG_ERRORS ?? ((values.production ?? env.NODE_ENV === 'production') ? 'minimal' : 'verbose'),
     ...overrides,
   };

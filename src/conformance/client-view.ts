@@ -3,7 +3,7 @@ import type { Context } from 'koa';
 import { findClientRow } from '../db/clients.ts';
 import type { DB } from '../db/index.ts';
 import type { AuditLogTable } from '../db/schema.ts';
-import { decodeChecks, decodeResources, decodeWarnings, failedCheck } from '../audit/codec.ts';
+import { decodeChecks, decodeResources, decodeTypes, decodeWarnings, failedCheck } from '../audit/codec.ts';
 import { describeChecks } from '../exchange/checks.ts';
 import type { ClientAuthGate } from '../oidc/client-auth.ts';
 import { VerifiedSecretCache, verifyAgainstNothing } from '../oidc/secrets.ts';
@@ -55,12 +55,19 @@ export interface Attempt {
   resources: string[];
   scopes_requested: string | null;
   scopes_granted: string | null;
+  /** the RFC 9396 authorization_details types asked for and granted */
+  authorization_details_requested: string[] | null;
+  authorization_details_granted: string[] | null;
+  /** the actor token's type and SHA-256, as the audit log keeps it */
+  actor_token_type: string | null;
+  actor_token_hash: string | null;
   jti: string | null;
   checks: { name: string; status: string; section: string; message?: string }[];
   warnings: { code: string; message: string; section: string }[];
 }
 
-const ATTEMPT_COLUMNS = ['id', 'at', 'decision', 'error', 'subject_token_type', 'sub', 'audience', 'resources', 'scopes_requested', 'scopes_granted', 'jti', 'checks', 'warnings'] as const;
+const ATTEMPT_COLUMNS = ['id', 'at', 'decision', 'error', 'subject_token_type', 'sub', 'audience', 'resources', 'scopes_requested', 'scopes_granted',
+  'details_requested', 'details_granted', 'actor_token_type', 'actor_token_hash', 'jti', 'checks', 'warnings'] as const;
 type AttemptRow = Pick<AuditLogTable, (typeof ATTEMPT_COLUMNS)[number]>;
 
 /**
@@ -86,6 +93,10 @@ function toAttempt(row: AttemptRow): Attempt {
     resources: decodeResources(row.resources),
     scopes_requested: row.scopes_requested,
     scopes_granted: row.scopes_granted,
+    authorization_details_requested: decodeTypes(row.details_requested),
+    authorization_details_granted: decodeTypes(row.details_granted),
+    actor_token_type: row.actor_token_type,
+    actor_token_hash: row.actor_token_hash,
     jti: row.jti,
     checks,
     warnings: decodeWarnings(row.warnings),

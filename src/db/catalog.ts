@@ -1,4 +1,5 @@
 import type { McpServerFacts, Rule, Subjects } from '../policy/index.ts';
+import { RELEASABLE_CLAIMS, SUB_ID_FORMATS, type ClaimRelease, type ReleasableClaim, type SubIdFormat } from '../exchange/release.ts';
 import type { DB, Schema } from './index.ts';
 import { prepared } from './prepared.ts';
 import type { McpServersTable, PolicyRulesTable, ResourceServersTable } from './schema.ts';
@@ -14,23 +15,55 @@ export interface ResourceServerFacts {
   issuer: string;
   name: string;
   enabled: boolean;
+  /** what its ID-JAGs say about the user */
+  release: ClaimRelease;
 }
 
 export interface McpServerRecord extends McpServerFacts {
   resourceServerId: string;
 }
 
-const resourceServerByAudience = prepared<Schema, { audience: string }, Pick<ResourceServersTable, 'id' | 'issuer' | 'name' | 'enabled'>>((db, p) =>
-  db.selectFrom('resource_servers').select(['id', 'issuer', 'name', 'enabled'])
+type ResourceServerRow = Pick<ResourceServersTable, 'id' | 'issuer' | 'name' | 'enabled' | 'released_claims' | 'aud_tenant' | 'sub_id_format'>;
+const RS_COLUMNS = ['id', 'issuer', 'name', 'enabled', 'released_claims', 'aud_tenant', 'sub_id_format'] as const;
+
+const resourceServerByAudience = prepared<Schema, { audience: string }, ResourceServerRow>((db, p) =>
+  db.selectFrom('resource_servers').select(RS_COLUMNS)
     .where((eb) => eb.or([
       eb('issuer', '=', p('audience')),
       eb('id', '=', eb.selectFrom('resource_server_aliases').select('resource_server_id').where('alias', '=', p('audience'))),
     ])));
 
+const RELEASABLE = new Set<string>(RELEASABLE_CLAIMS);
+const FORMATS = new Set<string>(SUB_ID_FORMATS);
+
+/** A stored release as the exchange reads it; anything not a known claim or format (a hand-edited row) releases nothing. */
+export function toRelease(row: Pick<ResourceServersTable, 'released_claims' | 'aud_tenant' | 'sub_id_format'>): ClaimRelease {
+  let claims: unknown;
+  try {
+    claims = JSON.parse(row.released_claims);
+  } catch {
+    claims = [];
+  }
+  return {
+    claims: Array.isArray(claims) ? claims.filter((c): c is ReleasableClaim => typeof c === 'string' && RELEASABLE.has(c)) : [],
+    audTenant: row.aud_tenant,
+    subIdFormat: row.sub_id_format !== null && FORMATS.has(row.sub_id_format) ? row.sub_id_format as SubIdFormat : null,
+  };
+}
+
 /** The Resource AS an audience names: its issuer identifier, or one of its aliases. */
 export async function findResourceServer(db: DB, audience: string): Promise<ResourceServerFacts | undefined> {
   const row = (await resourceServerByAudience(db, { audience }))[0];
-  return row && { ...row, enabled: Boolean(row.enabled) };
+  return row && { id: row.id, issuer: row.issuer, name: row.name, enabled: Boolean(row.enabled), release: toRelease(row) };
+}
+
+// Once per issued ID-JAG: prepared once.
+const audSubByUser = prepared<Schema, { resourceServerId: string; sub: string }, { aud_sub: string }>((db, p) =>
+  db.selectFrom('audience_subjects').select('aud_sub').where('resource_server_id', '=', p('resourceServerId')).where('user_sub', '=', p('sub')));
+
+/** The subject identifier the Resource AS knows this user by (the ID-JAG `aud_sub`), when an admin mapped one. */
+export async function findAudienceSubject(db: DB, resourceServerId: string, sub: string): Promise<string | undefined> {
+  return (await audSubByUser(db, { resourceServerId, sub }))[0]?.aud_sub;
 }
 
 type McpRow = Pick<McpServersTable, 'id' | 'resource' | 'resource_server_id' | 'scopes' | 'enabled'>;
@@ -67,6 +100,7 @@ export function toRule(row: PolicyRulesTable): Rule {
     enabled: Boolean(row.enabled),
     notBefore: row.not_before,
     expiresAt: row.expires_at,
+    authorizationDetailsTypes: JSON.parse(row.authorization_details_types) as string[],
   };
 }
 

@@ -77,6 +77,19 @@ export interface ResourceServersTable {
   enabled: number;
   created_at: number;
   updated_at: number;
+  /** JSON array of the identity claims its ID-JAGs carry (src/exchange/release.ts) */
+  released_claims: string;
+  /** the ID-JAG `aud_tenant`, when set */
+  aud_tenant: string | null;
+  /** the format of the ID-JAG `sub_id` (RFC 9493), when it carries one */
+  sub_id_format: string | null;
+}
+
+/** The subject identifier a Resource AS knows a user by: the ID-JAG `aud_sub`. */
+export interface AudienceSubjectsTable {
+  resource_server_id: string;
+  user_sub: string;
+  aud_sub: string;
 }
 
 export interface ResourceServerAliasesTable {
@@ -112,6 +125,8 @@ export interface PolicyRulesTable {
   rs_client_id: string | null;
   lifetime: number;
   max_auth_age: number | null;
+  /** JSON array of the RFC 9396 authorization_details types the rule lets its client be granted */
+  authorization_details_types: string;
   enabled: number;
   description: string | null;
   /** epoch seconds: in force from then on (inclusive); null: no lower bound */
@@ -154,6 +169,14 @@ export interface AuditLogTable {
   checks: string;
   /** JSON array of lint warnings (discouraged but accepted usage); null when none */
   warnings: string | null;
+  /** JSON array of the RFC 9396 authorization_details types requested; null when none were sent */
+  details_requested: string | null;
+  /** JSON array of the types granted (the objects granted are in the ID-JAG); null when none */
+  details_granted: string | null;
+  /** the RFC 8693 actor_token_type sent, when one was */
+  actor_token_type: string | null;
+  /** the actor token's SHA-256, base64url: it identifies the token without storing it */
+  actor_token_hash: string | null;
 }
 
 /** ID-JAG `jti`s the demo Resource AS has accepted, kept until `exp` (epoch seconds) against replay. */
@@ -223,6 +246,7 @@ export interface LoginEventsTable {
 export interface Schema {
   resource_servers: ResourceServersTable;
   resource_server_aliases: ResourceServerAliasesTable;
+  audience_subjects: AudienceSubjectsTable;
   mcp_servers: McpServersTable;
   policy_rules: PolicyRulesTable;
   audit_log: AuditLogTable;

@@ -32,6 +32,7 @@ export type ExchangeErrorCode =
   | 'invalid_target'
   | 'invalid_scope'
   | 'insufficient_user_authentication'
+  | 'invalid_authorization_details'
   | 'temporarily_unavailable';
 
 const D = 'draft-ietf-oauth-identity-assertion-authz-grant';
@@ -46,8 +47,15 @@ export const REQUEST_CHECKS: CheckDef[] = [
   def('subject_token_type', `${D} §4.3, RFC 8693 §2.1`, 'invalid_request'),
   def('subject_token_present', 'RFC 8693 §2.1', 'invalid_request'),
   def('audience_present', `${D} §4.3`, 'invalid_request'),
-  def('unsupported_parameters', `${D} §4.3, RFC 8693 §2.1, RFC 9396`, 'invalid_request'),
+  def('actor_token', 'RFC 8693 §2.1 (actor_token_type is required with actor_token, and only with it)', 'invalid_request'),
 ];
+
+/**
+ * The checks of a request that carries `authorization_details` (planned only then): its form, once the
+ * request's own parameters passed, and the types the deciding rules grant, once policy allowed the request.
+ */
+export const DETAILS_FORMAT_CHECK: CheckDef = def('authorization_details.format', `RFC 9396 §2, §5; ${D} §4.3.3`, 'invalid_authorization_details');
+export const DETAILS_TYPES_CHECK: CheckDef = def('authorization_details.types', `RFC 9396 §5, §7; ${D} §4.3.3 (the IdP may grant fewer)`, 'invalid_authorization_details');
 
 export const ID_TOKEN_CHECKS: CheckDef[] = [
   def('id_token.format', 'RFC 7519 §7.2', 'invalid_grant'),
@@ -72,6 +80,8 @@ export const REFRESH_TOKEN_CHECKS: CheckDef[] = [
 
 /** Checks of earlier versions, still named by older audit rows. */
 const RETIRED_CHECKS: CheckDef[] = [
+  // refused actor_token and authorization_details, before idjag accepted them
+  def('unsupported_parameters', `${D} §4.3, RFC 8693 §2.1, RFC 9396`, 'invalid_request'),
   def('refresh_token.found', 'RFC 6749 §6', 'invalid_grant'),
   def('refresh_token.client', 'RFC 6749 §6', 'invalid_grant'),
   def('refresh_token.live', 'RFC 6749 §6, RFC 7009', 'invalid_grant'),
@@ -87,6 +97,11 @@ export const DECISION_CHECKS: CheckDef[] = [
   def('issue', `${D} §3`, 'temporarily_unavailable'),
 ];
 
+/** The decision's checks for this request: with `authorization_details`, their types are decided before issuing. */
+export function decisionChecks(withDetails: boolean): CheckDef[] {
+  return withDetails ? [...DECISION_CHECKS.slice(0, -1), DETAILS_TYPES_CHECK, DECISION_CHECKS.at(-1)!] : DECISION_CHECKS;
+}
+
 /**
  * The token endpoint's rate limit (src/throttle/index.ts): not a check of the exchange itself, but a refusal
  * after client authentication and before the grant, recorded (reason `rate_limit`) like the others.
@@ -95,7 +110,7 @@ export const RATE_LIMIT_CHECK: CheckDef = def('rate_limit', 'RFC 6585 §4 (429 T
 
 /** Every check by name: the audit row stores names and outcomes only, and readers look the rest up here. */
 export const CHECKS_BY_NAME: ReadonlyMap<string, CheckDef> = new Map(
-  [...REQUEST_CHECKS, ...ID_TOKEN_CHECKS, ...REFRESH_TOKEN_CHECKS, ...DECISION_CHECKS, RATE_LIMIT_CHECK, ...RETIRED_CHECKS].map((d) => [d.name, d]),
+  [...REQUEST_CHECKS, DETAILS_FORMAT_CHECK, ...ID_TOKEN_CHECKS, ...REFRESH_TOKEN_CHECKS, ...DECISION_CHECKS, DETAILS_TYPES_CHECK, RATE_LIMIT_CHECK, ...RETIRED_CHECKS].map((d) => [d.name, d]),
 );
 
 /** Stored checks with what follows from their names: the section behind each and the error its failure answers. */
@@ -117,6 +132,7 @@ const MINIMAL: Record<ExchangeErrorCode, string> = {
   invalid_target: 'the requested audience or resource is not available to this client',
   invalid_scope: 'none of the requested scopes may be granted',
   insufficient_user_authentication: 'the user must sign in again',
+  invalid_authorization_details: 'the authorization_details are malformed or may not be granted',
   temporarily_unavailable: 'the IdP could not decide; retry shortly',
 };
 

@@ -26,6 +26,8 @@ export const dupes = new Set<string>(REPEATABLE);
 export interface ExchangeDeps {
   db: DB;
   issuer: string;
+  /** this IdP's tenant, carried by every ID-JAG as `tenant` when set */
+  tenant?: string | undefined;
   log: Logger;
   /** how much error_description says (verbose in development, minimal in production) */
   errors: ErrorDetail;
@@ -50,6 +52,8 @@ export function recordBase(ctx: KoaContextWithOIDC): RecordBase {
     scopesRequested: facts.scopes,
     ip: ctx.ip,
     userAgent: ctx.get('user-agent') || undefined,
+    actorTokenType: facts.actorTokenType,
+    actorTokenHash: facts.actorTokenHash,
   };
 }
 
@@ -66,9 +70,12 @@ function inputOf(ctx: KoaContextWithOIDC): ExchangeInput {
 export const UNRECORDED = 'the IdP could not record this decision and issued nothing; retry shortly';
 const unavailable = () => new OAuthError('temporarily_unavailable', UNRECORDED, 503);
 
-/** RFC 8693 §2.2.1: the ID-JAG in `access_token`, `scope` only when it differs from the request. */
+/**
+ * RFC 8693 §2.2.1: the ID-JAG in `access_token`, `scope` only when it differs from the request; RFC 9396 §7:
+ * the authorization_details granted, whenever some were requested.
+ */
 function issuedResponse(outcome: Extract<Outcome, { kind: 'issued' }>): Record<string, unknown> {
-  const { request, decision, minted } = outcome;
+  const { request, decision, minted, claims } = outcome;
   const same = request.scopes !== undefined && request.scopes.length === decision.scopes.length && request.scopes.every((s) => decision.scopes.includes(s));
   return {
     access_token: minted.jwt,
@@ -76,6 +83,7 @@ function issuedResponse(outcome: Extract<Outcome, { kind: 'issued' }>): Record<s
     token_type: 'N_A',
     expires_in: minted.exp - minted.iat,
     ...(same ? {} : { scope: decision.scopes.join(' ') }),
+    ...(claims.authorization_details ? { authorization_details: claims.authorization_details } : {}),
   };
 }
 
@@ -91,6 +99,7 @@ export function tokenExchangeHandler(deps: ExchangeDeps) {
       subjects: tokenSubjects({ issuer: deps.issuer, keys, provider: ctx.oidc.provider }),
       minter: signingMinter(() => activeKey(keys, 'id_jag')),
       issuer: deps.issuer,
+      tenant: deps.tenant,
       clock: now,
       stage: (name) => (name === 'end' ? stages.end() : stages.begin(name)),
     });

@@ -1,4 +1,5 @@
 import type { WarningRecord } from '../audit/codec.ts';
+import type { IdJagClaims } from './mint.ts';
 import type { ExchangeInput, ExchangeRequest } from './request.ts';
 import type { Target } from './target.ts';
 
@@ -14,8 +15,8 @@ const w = (code: string, message: string, section: string): Warning => ({ code, 
 export function lintRequest(input: Pick<ExchangeInput, 'credentialsInBody'>, req: ExchangeRequest): Warning[] {
   const warnings: Warning[] = [];
   if (req.resources.length === 0) {
-    warnings.push(w('resource_omitted', 'no resource parameter: in the MCP profile the client names the MCP server it wants to reach, so the ID-JAG is bound to it',
-      'RFC 8707 §2; MCP Enterprise-Managed Authorization (resource)'));
+    warnings.push(w('resource_omitted', 'no resource parameter: the ID-JAG is then good for any MCP server of the Resource AS; resource is optional, but naming the MCP server (its RFC 9728 resource identifier) binds the ID-JAG to that one server',
+      'RFC 8707 §2; MCP Enterprise-Managed Authorization (resource: optional; when present, the MCP server\'s resource identifier)'));
   }
   if (req.resources.length > 1) {
     warnings.push(w('several_resources', 'several resources in one request: the ID-JAG then carries only the scopes every one of them allows; one request per MCP server is clearer',
@@ -48,4 +49,11 @@ export function lintTarget(req: ExchangeRequest, target: Target): Warning[] {
     }
   }
   return warnings;
+}
+
+/** What the ID-JAG it would issue shows: what the Resource AS will have to find its account for the user. */
+export function lintClaims(claims: Pick<IdJagClaims, 'email' | 'aud_sub' | 'aud'>): Warning[] {
+  if (claims.email !== undefined || claims.aud_sub !== undefined) return [];
+  return [w('no_email_or_aud_sub', `the ID-JAG carries neither email nor aud_sub: ${claims.aud} gets only this IdP's sub to find its account for the user; release email to that Resource AS, or map the user's aud_sub there (admin)`,
+    'draft-ietf-oauth-identity-assertion-authz-grant §3 (email, aud_sub: at least one RECOMMENDED)')];
 }

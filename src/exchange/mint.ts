@@ -2,11 +2,13 @@ import { randomBytes } from 'node:crypto';
 import { importJWK, SignJWT } from 'jose';
 import type { SigningKey } from '../oidc/keys.ts';
 import type { Allow } from '../policy/index.ts';
+import type { AuthorizationDetail } from './details.ts';
+import { identityClaims, type ClaimRelease, type IdentityClaims } from './release.ts';
 import type { Subject } from './subject.ts';
 
 export const ID_JAG_TYP = 'oauth-id-jag+jwt';
 
-export interface IdJagClaims {
+export interface IdJagClaims extends IdentityClaims {
   iss: string;
   sub: string;
   aud: string;
@@ -16,22 +18,44 @@ export interface IdJagClaims {
   auth_time?: number;
   amr?: string[];
   acr?: string;
-  email?: string;
+  /** the RFC 9396 objects granted */
+  authorization_details?: AuthorizationDetail[];
 }
 
-/** The ID-JAG's claims (draft §3) from what the exchange established: who, for which target, what policy granted. */
-export function idJagClaims(issuer: string, subject: Subject, audience: string, resources: string[], decision: Pick<Allow, 'rsClientId' | 'scopes'>): IdJagClaims {
+/** What the exchange established, as the ID-JAG's claims need it. */
+export interface ClaimFacts {
+  issuer: string;
+  /** this IdP's tenant, when configured */
+  tenant?: string | undefined;
+  subject: Subject;
+  /** the Resource AS: its issuer is the `aud`; its release says which identity claims it receives */
+  resourceServer: { issuer: string; release: ClaimRelease };
+  /** the user's subject identifier at that Resource AS, when mapped */
+  audSub?: string | undefined;
+  resources: string[];
+  decision: Pick<Allow, 'rsClientId' | 'scopes'>;
+  /** the authorization_details objects granted, when any were requested */
+  authorizationDetails?: AuthorizationDetail[] | undefined;
+}
+
+/**
+ * The ID-JAG's claims (draft §3) from what the exchange established: who, for which target, what policy
+ * granted, and what this Resource AS may learn about the user (src/exchange/release.ts).
+ */
+export function idJagClaims(f: ClaimFacts): IdJagClaims {
+  const { subject } = f;
   return {
-    iss: issuer,
+    iss: f.issuer,
     sub: subject.user.sub,
-    aud: audience,
-    client_id: decision.rsClientId,
-    ...(resources.length === 1 ? { resource: resources[0]! } : resources.length > 1 ? { resource: resources } : {}),
-    scope: decision.scopes.join(' '),
+    aud: f.resourceServer.issuer,
+    client_id: f.decision.rsClientId,
+    ...(f.resources.length === 1 ? { resource: f.resources[0]! } : f.resources.length > 1 ? { resource: f.resources } : {}),
+    scope: f.decision.scopes.join(' '),
     ...(subject.authTime !== undefined ? { auth_time: subject.authTime } : {}),
     ...(subject.amr?.length ? { amr: subject.amr } : {}),
     ...(subject.acr ? { acr: subject.acr } : {}),
-    ...(subject.user.email ? { email: subject.user.email } : {}),
+    ...identityClaims({ issuer: f.issuer, tenant: f.tenant, subject, release: f.resourceServer.release, audSub: f.audSub }),
+    ...(f.authorizationDetails?.length ? { authorization_details: f.authorizationDetails } : {}),
   };
 }
 

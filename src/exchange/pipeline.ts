@@ -1,8 +1,9 @@
 import type { DecisionRecord } from '../audit/index.ts';
 import type { User } from '../db/users.ts';
 import { decide, type Allow, type Deny, type Rule } from '../policy/index.ts';
-import { CheckList, DECISION_CHECKS, ExchangeRejection, REQUEST_CHECKS } from './checks.ts';
-import { lintRequest, lintTarget, type Warning } from './lint.ts';
+import { CheckList, decisionChecks, DETAILS_TYPES_CHECK, ExchangeRejection, REQUEST_CHECKS } from './checks.ts';
+import { detailTypes, type AuthorizationDetail } from './details.ts';
+import { lintClaims, lintRequest, lintTarget, type Warning } from './lint.ts';
 import { idJagClaims, type IdJagClaims, type Minted, type Minter } from './mint.ts';
 import { parseRequest, type ExchangeInput, type ExchangeRequest } from './request.ts';
 import type { Subject, SubjectSource } from './subject.ts';
@@ -37,6 +38,8 @@ export interface ExchangePorts {
   rules: RuleSource;
   minter: Minter;
   issuer: string;
+  /** this IdP's tenant (configuration): the ID-JAG `tenant`, when set */
+  tenant?: string | undefined;
   /** epoch seconds */
   clock: () => number;
   /** told when each stage begins (the previous one then ended) and when the pipeline ends */
@@ -50,7 +53,7 @@ export type Outcome =
   | { kind: 'failed'; error: unknown };
 
 /** What the audit row says beyond the request's own facts: the decision and what it found on the way. */
-export type DecisionFields = Pick<DecisionRecord, 'decision' | 'reason' | 'explanation' | 'error' | 'sub' | 'username' | 'scopesGranted' | 'ruleIds' | 'jti' | 'exp' | 'checks' | 'warnings'>;
+export type DecisionFields = Pick<DecisionRecord, 'decision' | 'reason' | 'explanation' | 'error' | 'sub' | 'username' | 'scopesGranted' | 'ruleIds' | 'jti' | 'exp' | 'checks' | 'warnings' | 'detailsRequested' | 'detailsGranted'>;
 
 export interface ExchangeResult {
   checks: CheckList;
@@ -105,6 +108,32 @@ function policyDecision(checks: CheckList, req: ExchangeRequest, subject: Subjec
   return decision;
 }
 
+/** The types the deciding rules (one per MCP server) all allow: several resources share one ID-JAG, as with scopes. */
+function allowedDetailTypes(rules: Rule[], decision: Allow): string[] {
+  const deciding = decision.ruleIds.map((id) => rules.find((r) => r.id === id)?.authorizationDetailsTypes ?? []);
+  return deciding.slice(1).reduce((acc, types) => acc.filter((t) => types.includes(t)), deciding[0] ?? []);
+}
+
+/**
+ * The authorization_details check (draft §4.3.3: the IdP processes each object and may grant fewer): each
+ * object whose type the deciding rules allow is granted whole, the others are dropped, like scopes; none
+ * granted is invalid_authorization_details (RFC 9396 §5). The client is told which types, not which rules.
+ */
+function grantedDetails(checks: CheckList, requested: AuthorizationDetail[], rules: Rule[], decision: Allow): AuthorizationDetail[] {
+  const allowed = allowedDetailTypes(rules, decision);
+  const granted = requested.filter((d) => allowed.includes(d.type));
+  const asked = detailTypes(requested);
+  if (granted.length === 0) {
+    checks.fail(DETAILS_TYPES_CHECK.name, `none of the requested authorization_details types (${asked.join(', ')}) may be granted for this target`, {
+      explanation: `rule${decision.ruleIds.length > 1 ? 's' : ''} ${decision.ruleIds.join(', ')} allow${decision.ruleIds.length > 1 ? '' : 's'} ${allowed.length ? `the types ${allowed.join(', ')}` : 'no authorization_details type'}; requested: ${asked.join(', ')}`,
+      ruleIds: decision.ruleIds,
+    });
+  }
+  const dropped = asked.filter((t) => !allowed.includes(t));
+  checks.pass(DETAILS_TYPES_CHECK.name, `granted ${detailTypes(granted).join(', ')}${dropped.length ? `; not granted: ${dropped.join(', ')}` : ''}`);
+  return granted;
+}
+
 export async function runExchange(input: ExchangeInput, ports: ExchangePorts): Promise<ExchangeResult> {
   const checks = new CheckList(REQUEST_CHECKS);
   const now = ports.clock();
@@ -115,8 +144,9 @@ export async function runExchange(input: ExchangeInput, ports: ExchangePorts): P
     stage('request');
     const req = parseRequest(input, checks);
     warnings = lintRequest(input, req);
+    if (req.authorizationDetails) record.detailsRequested = detailTypes(req.authorizationDetails);
     checks.plan(ports.subjects.checks(req.subjectTokenType));
-    checks.plan(DECISION_CHECKS);
+    checks.plan(decisionChecks(req.authorizationDetails !== undefined));
 
     stage('subject');
     const subject = await subjectOf(ports, checks, req, now, record);
@@ -129,9 +159,16 @@ export async function runExchange(input: ExchangeInput, ports: ExchangePorts): P
 
     stage('policy');
     const decision = policyDecision(checks, req, subject, target, rules, now);
+    const details = req.authorizationDetails && grantedDetails(checks, req.authorizationDetails, rules, decision);
+    if (details) record.detailsGranted = detailTypes(details);
 
     stage('mint');
-    const claims = idJagClaims(ports.issuer, subject, target.resourceServer.issuer, req.resources, decision);
+    const audSub = await ports.catalog.audienceSubject(target.resourceServer.id, subject.user.sub);
+    const claims = idJagClaims({
+      issuer: ports.issuer, tenant: ports.tenant, subject, resourceServer: target.resourceServer, audSub,
+      resources: req.resources, decision, authorizationDetails: details,
+    });
+    warnings = [...warnings, ...lintClaims(claims)];
     const minted = await ports.minter.mint(claims, decision.lifetime, now);
     checks.pass('issue', ports.minter.describe(minted));
     return {

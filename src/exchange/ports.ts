@@ -1,4 +1,4 @@
-import { findMcpServers, findResourceServer, rulesFor } from '../db/catalog.ts';
+import { findAudienceSubject, findMcpServers, findResourceServer, rulesFor } from '../db/catalog.ts';
 import type { DB } from '../db/index.ts';
 import { findUserBySub, groupsOf } from '../db/users.ts';
 import type { Directory, RuleSource } from './pipeline.ts';
@@ -8,7 +8,11 @@ import type { Catalog } from './target.ts';
 export function databasePorts(db: DB): { directory: Directory; catalog: Catalog; rules: RuleSource } {
   return {
     directory: { user: (sub) => findUserBySub(db, sub), groups: (sub) => groupsOf(db, sub) },
-    catalog: { resourceServer: (audience) => findResourceServer(db, audience), mcpServers: (resources) => findMcpServers(db, resources) },
+    catalog: {
+      resourceServer: (audience) => findResourceServer(db, audience),
+      mcpServers: (resources) => findMcpServers(db, resources),
+      audienceSubject: (resourceServerId, sub) => findAudienceSubject(db, resourceServerId, sub),
+    },
     rules: { rulesFor: (clientId, resourceServerId) => rulesFor(db, clientId, resourceServerId) },
   };
 }

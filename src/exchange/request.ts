@@ -1,4 +1,6 @@
-import type { CheckList } from './checks.ts';
+import { createHash } from 'node:crypto';
+import { DETAILS_FORMAT_CHECK, type CheckList } from './checks.ts';
+import { detailTypes, parseAuthorizationDetails, type AuthorizationDetail } from './details.ts';
 
 export const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 export const ID_JAG = 'urn:ietf:params:oauth:token-type:id-jag';
@@ -45,6 +47,8 @@ export interface ExchangeRequest {
   resources: string[];
   /** undefined when no `scope` was sent */
   scopes: string[] | undefined;
+  /** the RFC 9396 objects requested; absent when no `authorization_details` was sent */
+  authorizationDetails?: AuthorizationDetail[];
 }
 
 /** What the audit log may record of a request, known or not, valid or not. Never the tokens. */
@@ -54,6 +58,9 @@ export interface RequestFacts {
   audience?: string;
   resources?: string[];
   scopes?: string[];
+  actorTokenType?: string;
+  /** the actor token's SHA-256 (base64url): which token it was, without the token */
+  actorTokenHash?: string;
 }
 
 const str = (v: unknown): string | undefined => (typeof v === 'string' && v !== '' ? v : undefined);
@@ -75,7 +82,44 @@ export function requestFacts(p: Params, clientId: string | undefined): RequestFa
   if (resources.length) facts.resources = resources;
   const scopes = splitScope(p.scope);
   if (scopes) facts.scopes = scopes;
+  const actorType = str(p.actor_token_type);
+  if (actorType) facts.actorTokenType = actorType;
+  const actor = str(p.actor_token);
+  if (actor) facts.actorTokenHash = tokenHash(actor);
   return facts;
+}
+
+/** A token's SHA-256, base64url: enough to recognise it again, useless to present. */
+export const tokenHash = (token: string): string => createHash('sha256').update(token).digest('base64url');
+
+/** RFC 8693 §3: a token type identifier is a URI. */
+const isTokenTypeUri = (v: string): boolean => URL.canParse(v) && !/\s/.test(v);
+
+/**
+ * RFC 8693 §2.1: `actor_token` is OPTIONAL, and `actor_token_type` is REQUIRED with it and must not appear
+ * without it. The draft defines no processing for it, so idjag neither validates nor forwards the token: it
+ * is recorded by type and hash only (see requestFacts), never stored.
+ */
+function checkActorToken(p: Params, checks: CheckList): void {
+  const token = str(p.actor_token);
+  const type = str(p.actor_token_type);
+  if (token === undefined && type === undefined) return checks.pass('actor_token');
+  if (type === undefined) checks.fail('actor_token', 'actor_token_type is required when actor_token is sent (a token type URI, such as urn:ietf:params:oauth:token-type:jwt)');
+  if (token === undefined) checks.fail('actor_token', 'actor_token_type was sent without actor_token; send both or neither');
+  if (!isTokenTypeUri(type)) checks.fail('actor_token', `actor_token_type ${type} is not a token type identifier: an absolute URI such as urn:ietf:params:oauth:token-type:jwt`);
+  checks.pass('actor_token', `type ${type}; recorded by its hash, not processed further`);
+}
+
+/** RFC 9396 §2: when sent, `authorization_details` must parse as a JSON array of typed objects (its own check). */
+function requestedDetails(p: Params, checks: CheckList): AuthorizationDetail[] | undefined {
+  if (p.authorization_details === undefined) return undefined;
+  checks.plan([DETAILS_FORMAT_CHECK]);
+  const raw = typeof p.authorization_details === 'string' ? p.authorization_details : undefined;
+  if (raw === undefined) checks.fail(DETAILS_FORMAT_CHECK.name, 'authorization_details must be sent once, as a JSON array');
+  const parsed = parseAuthorizationDetails(raw);
+  if (!parsed.ok) checks.fail(DETAILS_FORMAT_CHECK.name, parsed.description);
+  checks.pass(DETAILS_FORMAT_CHECK.name, `types ${detailTypes(parsed.details).join(', ')}`);
+  return parsed.details;
 }
 
 /**
@@ -118,11 +162,8 @@ export function parseRequest(input: ExchangeInput, checks: CheckList): ExchangeR
   if (audience === undefined) checks.fail('audience_present', 'audience is required: the issuer identifier of the Resource AS the ID-JAG is for');
   checks.pass('audience_present');
 
-  const unsupported = (['actor_token', 'actor_token_type', 'authorization_details'] as const).filter((k) => p[k] !== undefined);
-  if (unsupported.length) {
-    checks.fail('unsupported_parameters', `${unsupported.join(' and ')} ${unsupported.length > 1 ? 'are' : 'is'} not supported for ID-JAG requests; omit ${unsupported.length > 1 ? 'them' : 'it'}`);
-  }
-  checks.pass('unsupported_parameters');
+  checkActorToken(p, checks);
+  const details = requestedDetails(p, checks);
 
   return {
     clientId: client.id,
@@ -131,5 +172,6 @@ export function parseRequest(input: ExchangeInput, checks: CheckList): ExchangeR
     audience: audience!,
     resources: [...new Set(list(p.resource))],
     scopes: splitScope(p.scope),
+    ...(details ? { authorizationDetails: details } : {}),
   };
 }

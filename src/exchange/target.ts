@@ -12,6 +12,8 @@ export interface Target {
 export interface Catalog {
   resourceServer(audience: string): Promise<ResourceServerFacts | undefined>;
   mcpServers(resources: readonly string[]): Promise<McpServerRecord[]>;
+  /** the user's subject identifier at the Resource AS (the ID-JAG `aud_sub`), when an admin mapped one */
+  audienceSubject(resourceServerId: string, sub: string): Promise<string | undefined>;
 }
 
 /** RFC 8707 §2: a resource is an absolute URI without a fragment. */

@@ -29,6 +29,11 @@ export interface Rule {
   notBefore: number | null;
   /** epoch seconds: the rule applies until just before this instant (exclusive); null: until changed */
   expiresAt: number | null;
+  /**
+   * the RFC 9396 authorization_details types its client may be granted (none when absent). Not read here:
+   * the exchange grants details once this engine has chosen the rules (src/exchange/pipeline.ts).
+   */
+  authorizationDetailsTypes?: string[];
 }
 
 export interface McpServerFacts {

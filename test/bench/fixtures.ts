@@ -164,7 +164,7 @@ export async function addSyntheticRulesVia(db: DB, o: SyntheticRules): Promise<n
       await tx.insertInto('clients').values(part.map((c) => ({ client_id: c.id, metadata: c.metadata, secret_hash: null, first_party: 0, disabled: 0, created_at: at, updated_at: at }))).execute();
     }
     for (const part of chunks(rows.servers)) {
-      await tx.insertInto('resource_servers').values(part.map((s) => ({ id: s.id, issuer: s.issuer, name: s.name, enabled: 1, created_at: at, updated_at: at }))).execute();
+      await tx.insertInto('resource_servers').values(part.map((s) => ({ id: s.id, issuer: s.issuer, name: s.name, enabled: 1, created_at: at, updated_at: at, released_claims: '["email"]', aud_tenant: null, sub_id_format: null }))).execute();
     }
     for (const part of chunks(rows.mcp)) {
       await tx.insertInto('mcp_servers').values(part.map((m) => ({ id: m.id, resource: m.resource, name: m.name, resource_server_id: m.rs, scopes: SCOPES, enabled: 1, created_at: at, updated_at: at }))).execute();
@@ -172,7 +172,7 @@ export async function addSyntheticRulesVia(db: DB, o: SyntheticRules): Promise<n
     for (const part of chunks(rows.rules)) {
       await tx.insertInto('policy_rules').values(part.map((r) => ({
         id: r.id, client_id: r.client, resource_server_id: r.rs, mcp_server_id: r.mcp, subject_kind: r.kind as SubjectKind, subjects: r.subjects, scopes: SCOPES,
-        default_scopes: '["data.read"]', rs_client_id: r.rsClientId, lifetime: 300, max_auth_age: null, enabled: 1, description: null,
+        default_scopes: '["data.read"]', rs_client_id: r.rsClientId, lifetime: 300, max_auth_age: null, authorization_details_types: '[]', enabled: 1, description: null,
         created_at: at, updated_at: at, created_by: 'bench', updated_by: 'bench',
       }))).execute();
     }

@@ -1,7 +1,8 @@
 /** The ID-JAG's claims, the two minters, and the warnings about requests that work but are discouraged. */
 import { decodeProtectedHeader, jwtVerify } from 'jose';
-import { lintRequest, lintTarget } from '../../src/exchange/lint.ts';
-import { ID_JAG_TYP, idJagClaims, previewMinter, signingMinter, type IdJagClaims } from '../../src/exchange/mint.ts';
+import { lintClaims, lintRequest, lintTarget } from '../../src/exchange/lint.ts';
+import { ID_JAG_TYP, idJagClaims, previewMinter, signingMinter, type ClaimFacts, type IdJagClaims } from '../../src/exchange/mint.ts';
+import { NO_RELEASE, RELEASABLE_CLAIMS } from '../../src/exchange/release.ts';
 import { ID_TOKEN, type ExchangeRequest } from '../../src/exchange/request.ts';
 import type { Subject } from '../../src/exchange/subject.ts';
 import type { Target } from '../../src/exchange/target.ts';
@@ -9,28 +10,102 @@ import { CLIENT_ID, ISSUER, MCP, MCP_ADMIN, mcpServer, NOW, resourceServer, RS_A
 
 const subject = (over: Partial<Subject> = {}): Subject => ({ user: user(), groups: ['eng'], ...over });
 const allowed = { rsClientId: 'agent-at-todo', scopes: ['todos.read', 'todos.write'] };
+/** What the exchange established, for the Todo AS releasing email (as the seed's Resource ASes do). */
+const facts = (over: Partial<ClaimFacts> = {}): ClaimFacts => ({
+  issuer: ISSUER, subject: subject(), resourceServer: resourceServer(), resources: [MCP], decision: allowed, ...over,
+});
+const releasing = (release: Partial<ReturnType<typeof resourceServer>['release']>) => resourceServer({ release: { ...NO_RELEASE, ...release } });
 
 describe('idJagClaims', () => {
   test('who, for which audience and client, with the granted scopes', () => {
-    expect(idJagClaims(ISSUER, subject(), RS_ISSUER, [MCP], allowed)).toEqual({
+    expect(idJagClaims(facts())).toEqual({
       iss: ISSUER, sub: 'sub-alice', aud: RS_ISSUER, client_id: 'agent-at-todo', resource: MCP, scope: 'todos.read todos.write', email: 'alice@example.com',
     });
   });
 
   test('resource: one is a string, several an array, none absent', () => {
-    expect(idJagClaims(ISSUER, subject(), RS_ISSUER, [MCP, MCP_ADMIN], allowed).resource).toEqual([MCP, MCP_ADMIN]);
-    expect(idJagClaims(ISSUER, subject(), RS_ISSUER, [], allowed)).not.toHaveProperty('resource');
+    expect(idJagClaims(facts({ resources: [MCP, MCP_ADMIN] })).resource).toEqual([MCP, MCP_ADMIN]);
+    expect(idJagClaims(facts({ resources: [] }))).not.toHaveProperty('resource');
   });
 
   test('auth_time, amr and acr copied when the subject token had them', () => {
-    const claims = idJagClaims(ISSUER, subject({ authTime: NOW - 5, amr: ['pwd', 'otp'], acr: 'urn:acr:2' }), RS_ISSUER, [MCP], allowed);
+    const claims = idJagClaims(facts({ subject: subject({ authTime: NOW - 5, amr: ['pwd', 'otp'], acr: 'urn:acr:2' }) }));
     expect(claims).toMatchObject({ auth_time: NOW - 5, amr: ['pwd', 'otp'], acr: 'urn:acr:2' });
-    const bare = idJagClaims(ISSUER, subject({ amr: [] }), RS_ISSUER, [MCP], allowed);
+    const bare = idJagClaims(facts({ subject: subject({ amr: [] }) }));
     for (const claim of ['auth_time', 'amr', 'acr']) expect(bare).not.toHaveProperty(claim);
   });
 
   test('email only when the user has one', () => {
-    expect(idJagClaims(ISSUER, subject({ user: user({ email: null }) }), RS_ISSUER, [MCP], allowed)).not.toHaveProperty('email');
+    expect(idJagClaims(facts({ subject: subject({ user: user({ email: null }) }) }))).not.toHaveProperty('email');
+  });
+});
+
+describe('claim release per Resource AS', () => {
+  test('a Resource AS that releases nothing learns only sub (and what the exchange granted)', () => {
+    expect(idJagClaims(facts({ resourceServer: releasing({}) }))).toEqual({
+      iss: ISSUER, sub: 'sub-alice', aud: RS_ISSUER, client_id: 'agent-at-todo', resource: MCP, scope: 'todos.read todos.write',
+    });
+  });
+
+  test('every releasable claim, from the directory as it is now', () => {
+    const claims = idJagClaims(facts({ resourceServer: releasing({ claims: [...RELEASABLE_CLAIMS] }), subject: subject({ groups: ['eng', 'staff'] }) }));
+    expect(claims).toMatchObject({ email: 'alice@example.com', email_verified: true, name: 'Alice', preferred_username: 'alice', groups: ['eng', 'staff'] });
+  });
+
+  test('only the released ones: name and groups, not email', () => {
+    const claims = idJagClaims(facts({ resourceServer: releasing({ claims: ['name', 'groups'] }) }));
+    expect(claims).toMatchObject({ name: 'Alice', groups: ['eng'] });
+    for (const claim of ['email', 'email_verified', 'preferred_username']) expect(claims).not.toHaveProperty(claim);
+  });
+
+  test('a released claim the user lacks is absent, not empty', () => {
+    const claims = idJagClaims(facts({ resourceServer: releasing({ claims: ['email', 'email_verified', 'name'] }), subject: subject({ user: user({ email: null, name: null }) }) }));
+    for (const claim of ['email', 'email_verified', 'name']) expect(claims).not.toHaveProperty(claim);
+  });
+
+  test('aud_sub when the user has one at this Resource AS, whatever is released', () => {
+    expect(idJagClaims(facts({ resourceServer: releasing({}), audSub: 'todo-0042' }))).toMatchObject({ aud_sub: 'todo-0042' });
+    expect(idJagClaims(facts())).not.toHaveProperty('aud_sub');
+  });
+
+  test.each([
+    ['email', {}, { format: 'email', email: 'alice@example.com' }],
+    ['iss_sub', {}, { format: 'iss_sub', iss: ISSUER, sub: 'sub-alice' }],
+    ['opaque', { audSub: 'todo-0042' }, { format: 'opaque', id: 'todo-0042' }],
+  ] as const)('sub_id in the %s format', (format, over, expected) => {
+    expect(idJagClaims(facts({ resourceServer: releasing({ subIdFormat: format }), ...over })).sub_id).toEqual(expected);
+  });
+
+  test('no sub_id when the format needs what the user lacks (no email, no aud_sub), or none is configured', () => {
+    expect(idJagClaims(facts({ resourceServer: releasing({ subIdFormat: 'email' }), subject: subject({ user: user({ email: null }) }) }))).not.toHaveProperty('sub_id');
+    expect(idJagClaims(facts({ resourceServer: releasing({ subIdFormat: 'opaque' }) }))).not.toHaveProperty('sub_id');
+    expect(idJagClaims(facts())).not.toHaveProperty('sub_id');
+  });
+
+  test('tenant from the IdP, aud_tenant from the Resource AS', () => {
+    expect(idJagClaims(facts({ tenant: 'acme', resourceServer: releasing({ audTenant: 'todo-eu' }) }))).toMatchObject({ tenant: 'acme', aud_tenant: 'todo-eu' });
+    const none = idJagClaims(facts());
+    expect(none).not.toHaveProperty('tenant');
+    expect(none).not.toHaveProperty('aud_tenant');
+  });
+
+  test('the granted authorization_details, as objects; none granted, no claim', () => {
+    const details = [{ type: 'todo_list', actions: ['read'], locations: [MCP] }];
+    expect(idJagClaims(facts({ authorizationDetails: details })).authorization_details).toEqual(details);
+    expect(idJagClaims(facts({ authorizationDetails: [] }))).not.toHaveProperty('authorization_details');
+  });
+});
+
+describe('lintClaims', () => {
+  test('email or aud_sub: no warning', () => {
+    expect(lintClaims({ aud: RS_ISSUER, email: 'alice@example.com' })).toEqual([]);
+    expect(lintClaims({ aud: RS_ISSUER, aud_sub: 'todo-0042' })).toEqual([]);
+  });
+
+  test('neither: no_email_or_aud_sub, naming the Resource AS and the draft section', () => {
+    const [warning, ...rest] = lintClaims({ aud: RS_ISSUER });
+    expect(rest).toEqual([]);
+    expect(warning).toMatchObject({ code: 'no_email_or_aud_sub', message: expect.stringContaining(RS_ISSUER), section: expect.stringContaining('§3') });
   });
 });
 

@@ -46,8 +46,9 @@ export function user(over: Partial<User> = {}): User {
   return { sub: 'sub-alice', username: 'alice', email: 'alice@example.com', email_verified: 1, name: 'Alice', disabled: 0, ...over };
 }
 
+/** The Todo AS, releasing email as the seed's Resource ASes do. */
 export function resourceServer(over: Partial<ResourceServerFacts> = {}): ResourceServerFacts {
-  return { id: 'rs-todo', issuer: RS_ISSUER, name: 'Todo AS', enabled: true, ...over };
+  return { id: 'rs-todo', issuer: RS_ISSUER, name: 'Todo AS', enabled: true, release: { claims: ['email'], audTenant: null, subIdFormat: null }, ...over };
 }
 
 export function mcpServer(over: Partial<McpServerRecord> = {}): McpServerRecord {

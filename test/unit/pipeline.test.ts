@@ -24,6 +24,8 @@ interface World {
   aliases: Record<string, string>;
   mcpServers: McpServerRecord[];
   rules: Rule[];
+  /** `${resource server id} ${sub}` → aud_sub */
+  audSubs: Record<string, string>;
 }
 
 const world = (over: Partial<World> = {}): World => ({
@@ -33,6 +35,7 @@ const world = (over: Partial<World> = {}): World => ({
   aliases: { [RS_ALIAS]: 'rs-todo' },
   mcpServers: [mcpServer()],
   rules: [rule('r1')],
+  audSubs: {},
   ...over,
 });
 
@@ -48,6 +51,7 @@ function portsOver(w: World, over: Partial<ExchangePorts> = {}): ExchangePorts &
     catalog: {
       resourceServer: async (audience) => w.resourceServers.find((r) => r.issuer === audience || r.id === w.aliases[audience]),
       mcpServers: async (resources) => w.mcpServers.filter((m) => resources.includes(m.resource)),
+      audienceSubject: async (rsId, sub) => w.audSubs[`${rsId} ${sub}`],
     },
     rules: { rulesFor: async (clientId, rsId) => w.rules.filter((r) => r.clientId === clientId && r.resourceServerId === rsId) },
     minter: previewMinter,
@@ -197,5 +201,84 @@ describe('a port that fails', () => {
     expect(result.record).not.toHaveProperty('jti');
     expect(decisionStatuses(result)).toEqual([P, P, P, P, P, P, N]);
     expect(ports.stages).toEqual(['request', 'subject', 'target', 'policy', 'mint', 'end']);
+  });
+});
+
+describe('authorization_details (RFC 9396), decided after policy, before issuing', () => {
+  const TODO = { type: 'todo_list', actions: ['read'], locations: [MCP] };
+  const MAIL = { type: 'mail', actions: ['send'] };
+  const withTypes = (...types: string[]) => world({ rules: [rule('r1', { authorizationDetailsTypes: types })] });
+  const details = (...objects: object[]) => input({ authorization_details: JSON.stringify(objects) });
+  const names = (result: ExchangeResult) => result.record.checks.map((c) => c.name);
+
+  test('granted: the allowed objects go into the claims whole; the record names the types asked and granted', async () => {
+    const result = await runExchange(details(TODO), portsOver(withTypes('todo_list')));
+    expect(result.outcome.kind).toBe('issued');
+    expect(result.outcome.kind === 'issued' && result.outcome.claims.authorization_details).toEqual([TODO]);
+    expect(result.record).toMatchObject({ decision: 'issued', detailsRequested: ['todo_list'], detailsGranted: ['todo_list'] });
+    expect(names(result)).toEqual([...REQUEST_CHECKS.map((d) => d.name), 'authorization_details.format', ...DECISION_CHECKS.slice(0, -1).map((d) => d.name), 'authorization_details.types', 'issue']);
+    expect(result.record.checks.find((c) => c.name === 'authorization_details.types')?.message).toBe('granted todo_list');
+  });
+
+  test('narrowed: a type the rule does not allow is dropped, the others granted (draft §4.3.3: the IdP may grant fewer)', async () => {
+    const result = await runExchange(details(TODO, MAIL), portsOver(withTypes('todo_list')));
+    expect(result.outcome.kind === 'issued' && result.outcome.claims.authorization_details).toEqual([TODO]);
+    expect(result.record).toMatchObject({ detailsRequested: ['todo_list', 'mail'], detailsGranted: ['todo_list'] });
+    expect(result.record.checks.find((c) => c.name === 'authorization_details.types')?.message).toBe('granted todo_list; not granted: mail');
+  });
+
+  test('no allowed type: invalid_authorization_details at its check, naming the types and, for the admin only, the rule', async () => {
+    const result = await runExchange(details(MAIL), portsOver(withTypes('todo_list')));
+    expect(result.outcome.kind === 'denied' && result.outcome.rejection).toMatchObject({
+      check: 'authorization_details.types', error: 'invalid_authorization_details', reason: 'authorization_details.types',
+      description: 'none of the requested authorization_details types (mail) may be granted for this target',
+    });
+    expect(result.outcome.kind === 'denied' && result.outcome.rejection.description).not.toContain('r1');
+    expect(result.record).toMatchObject({ decision: 'denied', ruleIds: ['r1'], detailsRequested: ['mail'], explanation: 'rule r1 allows the types todo_list; requested: mail' });
+    expect(result.record).not.toHaveProperty('detailsGranted');
+    expect(statusOf(result)).toMatchObject({ step_up: 'passed', 'authorization_details.types': 'failed', issue: 'not_reached' });
+  });
+
+  test('a rule allowing no type refuses any authorization_details', async () => {
+    const result = await runExchange(details(TODO), portsOver(world()));
+    expect(result.record).toMatchObject({ decision: 'denied', reason: 'authorization_details.types', explanation: 'rule r1 allows no authorization_details type; requested: todo_list' });
+  });
+
+  test('several resources: only the types every deciding rule allows', async () => {
+    const admin = mcpServer({ id: 'mcp-admin', resource: 'https://mcp.todo.example/admin' });
+    const w = world({
+      mcpServers: [mcpServer(), admin],
+      rules: [
+        rule('r-todo', { mcpServerId: 'mcp-todo', authorizationDetailsTypes: ['todo_list', 'mail'] }),
+        rule('r-admin', { mcpServerId: 'mcp-admin', authorizationDetailsTypes: ['todo_list'] }),
+      ],
+    });
+    const result = await runExchange(input({ resource: [MCP, admin.resource], authorization_details: JSON.stringify([TODO, MAIL]) }), portsOver(w));
+    expect(result.outcome.kind === 'issued' && result.outcome.claims.authorization_details).toEqual([TODO]);
+  });
+
+  test('malformed: refused at its format check, before the subject token or any port', async () => {
+    const ports = portsOver(withTypes('todo_list'));
+    const result = await runExchange(input({ authorization_details: '[{"actions":["read"]}]' }), ports);
+    expect(result.record).toMatchObject({ decision: 'denied', reason: 'authorization_details.format', error: 'invalid_authorization_details' });
+    expect(result.record).not.toHaveProperty('detailsRequested');
+    expect(ports.stages).toEqual(['request', 'end']);
+  });
+});
+
+describe('what the ID-JAG says about the user comes from the catalog port', () => {
+  test('aud_sub mapped for this Resource AS: in the claims, and no warning', async () => {
+    const w = world({ resourceServers: [resourceServer({ release: { claims: [], audTenant: 'todo-eu', subIdFormat: 'opaque' } })], audSubs: { 'rs-todo sub-alice': 'todo-0042' } });
+    const result = await runExchange(input(), portsOver(w, { tenant: 'acme' }));
+    expect(result.outcome.kind === 'issued' && result.outcome.claims).toMatchObject({ aud_sub: 'todo-0042', sub_id: { format: 'opaque', id: 'todo-0042' }, tenant: 'acme', aud_tenant: 'todo-eu' });
+    expect(result.outcome.kind === 'issued' && result.outcome.claims).not.toHaveProperty('email');
+    expect(result.record.warnings).toEqual([]);
+  });
+
+  test('neither email nor aud_sub: issued, with the no_email_or_aud_sub warning', async () => {
+    const w = world({ resourceServers: [resourceServer({ release: { claims: ['name'], audTenant: null, subIdFormat: null } })] });
+    const result = await runExchange(input(), portsOver(w));
+    expect(result.record.decision).toBe('issued');
+    expect(result.record.warnings?.map((x) => x.code)).toEqual(['no_email_or_aud_sub']);
   });
 });

@@ -1,5 +1,7 @@
 /** The request's own checks (who asks, and whether the parameters say what the draft requires), as a table. */
-import { CheckList, ExchangeRejection, REQUEST_CHECKS } from '../../src/exchange/checks.ts';
+import { createHash } from 'node:crypto';
+import { CheckList, DETAILS_FORMAT_CHECK, ExchangeRejection, REQUEST_CHECKS, type CheckDef } from '../../src/exchange/checks.ts';
+import { MAX_DEPTH, MAX_DETAILS } from '../../src/exchange/details.ts';
 import { ID_JAG, ID_TOKEN, parseRequest, REFRESH_TOKEN, requestFacts, splitScope, TOKEN_EXCHANGE, type ExchangeInput } from '../../src/exchange/request.ts';
 import { CLIENT_ID, expectStoppedAt, input, MCP, MCP_ADMIN, params, RS_ISSUER, thrownBy } from './fixtures.ts';
 
@@ -13,7 +15,13 @@ interface Refusal {
   reason?: string;
   /** the client-facing description says this */
   says: RegExp;
+  /** the checks planned (default: the request's own) */
+  defs?: CheckDef[];
 }
+
+const JWT_TYPE = 'urn:ietf:params:oauth:token-type:jwt';
+const WITH_DETAILS = [...REQUEST_CHECKS, DETAILS_FORMAT_CHECK];
+const details = (value: string): Refusal['input'] => input({ authorization_details: value });
 
 const refusals: Refusal[] = [
   { name: 'a disabled client', input: input({}, { enabled: false }), check: 'client_authentication', error: 'invalid_client', reason: 'client_disabled', says: /client agent is disabled, so it cannot authenticate/ },
@@ -28,19 +36,30 @@ const refusals: Refusal[] = [
   { name: 'no subject_token', input: input({ subject_token: undefined }), check: 'subject_token_present', error: 'invalid_request', says: /^subject_token is required$/ },
   { name: 'an empty subject_token', input: input({ subject_token: '' }), check: 'subject_token_present', error: 'invalid_request', says: /^subject_token is required$/ },
   { name: 'no audience', input: input({ audience: undefined }), check: 'audience_present', error: 'invalid_request', says: /audience is required: the issuer identifier of the Resource AS/ },
-  { name: 'an actor_token', input: input({ actor_token: 'a', actor_token_type: ID_TOKEN }), check: 'unsupported_parameters', error: 'invalid_request', says: /^actor_token and actor_token_type are not supported for ID-JAG requests; omit them$/ },
-  { name: 'authorization_details', input: input({ authorization_details: '[]' }), check: 'unsupported_parameters', error: 'invalid_request', says: /^authorization_details is not supported for ID-JAG requests; omit it$/ },
+  { name: 'an actor_token without actor_token_type', input: input({ actor_token: 'a' }), check: 'actor_token', error: 'invalid_request', says: /^actor_token_type is required when actor_token is sent/ },
+  { name: 'an actor_token_type without actor_token', input: input({ actor_token_type: JWT_TYPE }), check: 'actor_token', error: 'invalid_request', says: /^actor_token_type was sent without actor_token; send both or neither$/ },
+  { name: 'an actor_token_type that is no URI', input: input({ actor_token: 'a', actor_token_type: 'jwt' }), check: 'actor_token', error: 'invalid_request', says: /^actor_token_type jwt is not a token type identifier/ },
+  { name: 'authorization_details that is not JSON', input: details('[{type: todo}]'), check: 'authorization_details.format', error: 'invalid_authorization_details', says: /^authorization_details is not valid JSON/, defs: WITH_DETAILS },
+  { name: 'authorization_details that is an object, not an array', input: details('{"type":"todo_list"}'), check: 'authorization_details.format', error: 'invalid_authorization_details', says: /^authorization_details must be a JSON array of objects/, defs: WITH_DETAILS },
+  { name: 'an empty authorization_details array', input: details('[]'), check: 'authorization_details.format', error: 'invalid_authorization_details', says: /empty array asks for nothing/, defs: WITH_DETAILS },
+  { name: 'an authorization_details element that is no object', input: details('[{"type":"a"},"b"]'), check: 'authorization_details.format', error: 'invalid_authorization_details', says: /^authorization_details\[1\] is not an object/, defs: WITH_DETAILS },
+  { name: 'an authorization_details object without type', input: details('[{"actions":["read"]}]'), check: 'authorization_details.format', error: 'invalid_authorization_details', says: /^authorization_details\[0\]\.type: type is required/, defs: WITH_DETAILS },
+  { name: 'an authorization_details type that is no string', input: details('[{"type":7}]'), check: 'authorization_details.format', error: 'invalid_authorization_details', says: /^authorization_details\[0\]\.type: type must be a string$/, defs: WITH_DETAILS },
+  { name: 'a common field of the wrong shape (RFC 9396 §2.2)', input: details('[{"type":"a","actions":"read"}]'), check: 'authorization_details.format', error: 'invalid_authorization_details', says: /^authorization_details\[0\]\.actions: /, defs: WITH_DETAILS },
+  { name: 'too many authorization_details objects', input: details(JSON.stringify(Array.from({ length: MAX_DETAILS + 1 }, () => ({ type: 'a' })))), check: 'authorization_details.format', error: 'invalid_authorization_details', says: new RegExp(`at most ${MAX_DETAILS} objects`), defs: WITH_DETAILS },
+  { name: 'authorization_details nested too deeply', input: details(`[{"type":"a","x":${'['.repeat(MAX_DEPTH)}${']'.repeat(MAX_DEPTH)}}]`), check: 'authorization_details.format', error: 'invalid_authorization_details', says: /nests deeper than/, defs: WITH_DETAILS },
+  { name: 'authorization_details sent twice', input: input({ authorization_details: ['[{"type":"a"}]', '[{"type":"b"}]'] }), check: 'authorization_details.format', error: 'invalid_authorization_details', says: /must be sent once/, defs: WITH_DETAILS },
 ];
 
 describe('parseRequest refuses', () => {
-  test.each(refusals)('$name: check $check', ({ input: given, check, error, reason, says }) => {
+  test.each(refusals)('$name: check $check', ({ input: given, check, error, reason, says, defs }) => {
     const checks = new CheckList(REQUEST_CHECKS);
     const rejection = thrownBy(() => parseRequest(given, checks));
     expect(rejection).toBeInstanceOf(ExchangeRejection);
     expect(rejection).toMatchObject({ check, error, reason: reason ?? check });
     expect((rejection as ExchangeRejection).description).toMatch(says);
     expect(checks.results.find((c) => c.name === check)?.message).toBe((rejection as ExchangeRejection).description);
-    expectStoppedAt(checks, REQUEST_CHECKS, check);
+    expectStoppedAt(checks, defs ?? REQUEST_CHECKS, check);
   });
 });
 
@@ -51,6 +70,28 @@ describe('parseRequest accepts', () => {
     expect(req).toEqual({ clientId: CLIENT_ID, subjectToken: 'the-subject-token', subjectTokenType: ID_TOKEN, audience: RS_ISSUER, resources: [MCP], scopes: ['todos.read'] });
     expect(checks.results.every((c) => c.status === 'passed')).toBe(true);
     expect(checks.results[0]?.message).toBe('authenticated with client_secret_basic');
+  });
+
+  test('an actor_token with its type: accepted (RFC 8693 §2.1), the check says how it is kept, the request does not carry it', () => {
+    const checks = new CheckList(REQUEST_CHECKS);
+    const req = parseRequest(input({ actor_token: 'the-actor-token', actor_token_type: JWT_TYPE }), checks);
+    expect(checks.results.find((c) => c.name === 'actor_token')).toMatchObject({ status: 'passed', message: `type ${JWT_TYPE}; recorded by its hash, not processed further` });
+    expect(JSON.stringify(req)).not.toContain('the-actor-token');
+  });
+
+  test('authorization_details: parsed, their check planned and passed; the objects kept whole, unknown fields included', () => {
+    const checks = new CheckList(REQUEST_CHECKS);
+    const sent = [{ type: 'todo_list', actions: ['read'], locations: [MCP], list: { id: 'l1' } }, { type: 'https://example.com/other' }];
+    const req = parseRequest(input({ authorization_details: JSON.stringify(sent) }), checks);
+    expect(req.authorizationDetails).toEqual(sent);
+    expect(checks.results.map((c) => c.name)).toEqual([...REQUEST_CHECKS, DETAILS_FORMAT_CHECK].map((d) => d.name));
+    expect(checks.results.at(-1)).toMatchObject({ status: 'passed', message: 'types todo_list, https://example.com/other' });
+  });
+
+  test('without authorization_details, no such check and no such field', () => {
+    const checks = new CheckList(REQUEST_CHECKS);
+    expect(parseRequest(input(), checks)).not.toHaveProperty('authorizationDetails');
+    expect(checks.results.map((c) => c.name)).toEqual(REQUEST_CHECKS.map((d) => d.name));
   });
 
   test('a refresh token as subject token', () => {
@@ -93,12 +134,13 @@ describe('requestFacts', () => {
     expect(requestFacts({ audience: '', resource: [], scope: '' }, '')).toEqual({});
   });
 
-  test('never the tokens', () => {
+  test('never the tokens: the actor token by its type and SHA-256 only', () => {
     const secret = 'eyJ-secret-subject-token';
     const facts = requestFacts(params({ subject_token: secret, actor_token: 'actor-secret', actor_token_type: ID_TOKEN }), CLIENT_ID);
     const stored = JSON.stringify(facts);
     expect(stored).not.toContain('secret-subject-token');
     expect(stored).not.toContain('actor-secret');
-    expect(Object.keys(facts).sort()).toEqual(['audience', 'clientId', 'resources', 'scopes', 'subjectTokenType']);
+    expect(Object.keys(facts).sort()).toEqual(['actorTokenHash', 'actorTokenType', 'audience', 'clientId', 'resources', 'scopes', 'subjectTokenType']);
+    expect(facts).toMatchObject({ actorTokenType: ID_TOKEN, actorTokenHash: createHash('sha256').update('actor-secret').digest('base64url') });
   });
 });

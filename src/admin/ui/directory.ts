@@ -7,6 +7,7 @@ import {
   createUser, deleteUser, getUser, listUsers, NewPassword, resetPassword, setUserDisabled, updateUser, UserCreate, UserFilter, UserPatch,
   type UserView,
 } from '../users.ts';
+import { audienceSubjectsOf } from '../servers.ts';
 import { defined, Form, type FieldErrors } from './forms.ts';
 import { actorOf, adminOf, checkboxes, done, failed, page, param, queryWithout, submit, type UiDeps, type UiRouter } from './page.ts';
 import { ADMIN_GROUP } from './session.ts';
@@ -42,6 +43,7 @@ export function directoryRoutes(r: UiRouter, deps: UiDeps): void {
       errors: opts.errors?.fields ?? {},
       general: opts.errors?.general ?? [],
       passwordErrors: opts.password?.errors?.fields ?? {},
+      audSubs: opts.user ? await audienceSubjectsOf(db, opts.user.sub) : [],
       changes: opts.user ? (await listChanges(db, { entity: 'user', entity_id: opts.user.username, limit: 10 })).items : [],
     });
   };

@@ -7,6 +7,7 @@ import { csrfToken } from '../../web/csrf.ts';
 import type { Render } from '../../web/views.ts';
 import type { Actor } from '../changes.ts';
 import type { ImpactSettings } from '../impact.ts';
+import type { UrlPolicy } from '../fields.ts';
 import { fieldErrors, issuesOf, type FieldErrors, type Form } from './forms.ts';
 import { flash, takeFlash, type AdminUser } from './session.ts';
 import { endSessionUrl } from './sign-in.ts';
@@ -16,6 +17,10 @@ export interface UiDeps {
   db: DB;
   log: Logger;
   issuer: string;
+  /** this IdP's tenant (the ID-JAG `tenant`), for the simulator's claims */
+  tenant?: string | undefined;
+  /** which URLs new Resource ASes and MCP servers may have: https only in production */
+  urls?: UrlPolicy;
   /** where this node answers HTTP itself (its own token endpoint, for the sign-in's code exchange) */
   localUrl: string;
   render: Render;

@@ -12,7 +12,7 @@ import { actorOf, done, failed, page, param, queryWithout, submit, type UiDeps, 
 import { safeNext } from './session.ts';
 
 const FIELDS = ['id', 'description', 'client_id', 'audience', 'resource', 'who', 'who_groups', 'who_users', 'scopes', 'default_scopes',
-  'rs_client_id', 'lifetime', 'max_auth_age', 'enabled', 'not_before', 'expires_at'] as const;
+  'rs_client_id', 'lifetime', 'max_auth_age', 'authorization_details_types', 'enabled', 'not_before', 'expires_at'] as const;
 
 /** `who.groups.1` is shown at the groups box, `who` (a duplicate rule) at the who choice. */
 function ruleField(path: Issue['path']): string | undefined {
@@ -41,6 +41,7 @@ function ruleFromForm(f: Form): RuleDoc {
     rs_client_id: f.text('rs_client_id'),
     lifetime: f.int('lifetime'),
     max_auth_age: f.int('max_auth_age'),
+    authorization_details_types: f.lines('authorization_details_types'),
     enabled: f.checked('enabled'),
     not_before: timeInput(f.text('not_before')),
     expires_at: timeInput(f.text('expires_at')),
@@ -60,6 +61,7 @@ function patchFromDoc(doc: RuleDoc): RulePatch {
     rs_client_id: doc.rs_client_id ?? null,
     lifetime: doc.lifetime,
     max_auth_age: doc.max_auth_age ?? null,
+    authorization_details_types: doc.authorization_details_types?.length ? doc.authorization_details_types : null,
     enabled: doc.enabled ?? true,
     not_before: doc.not_before ?? null,
     expires_at: doc.expires_at ?? null,
@@ -82,6 +84,7 @@ function formValues(rule: RuleView): Record<string, string> {
     rs_client_id: rule.rs_client_id,
     lifetime: String(rule.lifetime),
     max_auth_age: rule.max_auth_age === undefined ? undefined : String(rule.max_auth_age),
+    authorization_details_types: rule.authorization_details_types?.join('\n'),
     enabled: rule.enabled ? 'on' : undefined,
     not_before: localTime(rule.not_before),
     expires_at: localTime(rule.expires_at),

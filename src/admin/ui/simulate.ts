@@ -9,7 +9,7 @@ import { page, type UiDeps, type UiRouter } from './page.ts';
  * a result is a link (the audit detail page links a decision to its replay here).
  */
 
-const FIELDS = ['client_id', 'user', 'audience', 'resource', 'scope', 'auth_age'] as const;
+const FIELDS = ['client_id', 'user', 'audience', 'resource', 'scope', 'auth_age', 'authorization_details'] as const;
 
 export function simulatorRoutes(r: UiRouter, deps: UiDeps): void {
   r.get('/simulate', async (ctx) => {
@@ -28,8 +28,10 @@ export function simulatorRoutes(r: UiRouter, deps: UiDeps): void {
           resource: q.text('resource'),
           scope: q.words('scope').join(' ') || undefined,
           auth_age: q.int('auth_age'),
+          // as typed: the exchange parses it (RFC 9396), so its answer is the token endpoint's
+          authorization_details: q.text('authorization_details'),
         }));
-        result = await simulate(deps.db, input);
+        result = await simulate(deps.db, input, { issuer: deps.issuer, tenant: deps.tenant });
       } catch (err) {
         const issues = issuesOf(err);
         if (!issues) throw err;
@@ -47,6 +49,7 @@ export function simulatorRoutes(r: UiRouter, deps: UiDeps): void {
       resources: select(c.resources, values.resource),
       result,
       granted: result?.scopes.join(' '),
+      claims: result?.id_jag ? JSON.stringify(result.id_jag.claims, null, 2) : undefined,
     });
   });
 }
