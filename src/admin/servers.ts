@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { toRelease } from '../db/catalog.ts';
 import { now, type DB } from '../db/index.ts';
-import { RELEASABLE_CLAIMS, SUB_ID_FORMATS, type ReleasableClaim, type SubIdFormat } from '../exchange/release.ts';
+import { RELEASABLE_CLAIMS, SUB_ID_FORMATS, type ReleasableClaim, type SubIdFormat } from '../db/catalog.ts';
 import { diff, recordChanges, type Actor, type Change } from './changes.ts';
 import { Conflict, InvalidInput, NotFound, invalid, type Issue } from './errors.ts';
 import { DEVELOPMENT_URLS, insecureUrl, Name, Scope, Uri, type UrlPolicy } from './fields.ts';

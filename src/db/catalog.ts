@@ -1,8 +1,31 @@
 import type { McpServerFacts, Rule, Subjects } from '../policy/index.ts';
-import { RELEASABLE_CLAIMS, SUB_ID_FORMATS, type ClaimRelease, type ReleasableClaim, type SubIdFormat } from '../exchange/release.ts';
 import type { DB, Schema } from './index.ts';
 import { prepared } from './prepared.ts';
 import type { McpServersTable, PolicyRulesTable, ResourceServersTable } from './schema.ts';
+
+/** The identity claims an admin may release to a Resource AS, with the OpenID Connect meaning of each. */
+export const RELEASABLE_CLAIMS = ['email', 'email_verified', 'name', 'preferred_username', 'groups'] as const;
+export type ReleasableClaim = (typeof RELEASABLE_CLAIMS)[number];
+
+/**
+ * `sub_id` (RFC 9493 subject identifiers), when a Resource AS wants one:
+ * - `email`: `{ format: "email", email }`, the user's email (omitted when they have none);
+ * - `iss_sub`: `{ format: "iss_sub", iss, sub }`, this IdP's issuer and the user's `sub`;
+ * - `opaque`: `{ format: "opaque", id }`, the user's `aud_sub` at this Resource AS (omitted when none is mapped).
+ */
+export const SUB_ID_FORMATS = ['email', 'iss_sub', 'opaque'] as const;
+export type SubIdFormat = (typeof SUB_ID_FORMATS)[number];
+
+/** What one Resource AS receives about a user (stored with the Resource AS; the exchange applies it, src/exchange/release.ts). */
+export interface ClaimRelease {
+  claims: ReleasableClaim[];
+  /** the ID-JAG `aud_tenant`: the Resource AS's tenant the user belongs to */
+  audTenant: string | null;
+  subIdFormat: SubIdFormat | null;
+}
+
+export const NO_RELEASE: ClaimRelease = { claims: [], audTenant: null, subIdFormat: null };
+
 
 /**
  * The catalog as the token exchange and the admin read it: Resource ASes (by issuer or alias), their MCP

@@ -1,3 +1,4 @@
+import type { ClaimRelease, ReleasableClaim } from '../db/catalog.ts';
 import type { Subject } from './subject.ts';
 
 /**
@@ -7,28 +8,7 @@ import type { Subject } from './subject.ts';
  * Resource AS gets none of the identity claims, and an admin releases the ones it needs.
  */
 
-/** The identity claims an admin may release to a Resource AS, with the OpenID Connect meaning of each. */
-export const RELEASABLE_CLAIMS = ['email', 'email_verified', 'name', 'preferred_username', 'groups'] as const;
-export type ReleasableClaim = (typeof RELEASABLE_CLAIMS)[number];
-
-/**
- * `sub_id` (RFC 9493 subject identifiers), when a Resource AS wants one:
- * - `email`: `{ format: "email", email }`, the user's email (omitted when they have none);
- * - `iss_sub`: `{ format: "iss_sub", iss, sub }`, this IdP's issuer and the user's `sub`;
- * - `opaque`: `{ format: "opaque", id }`, the user's `aud_sub` at this Resource AS (omitted when none is mapped).
- */
-export const SUB_ID_FORMATS = ['email', 'iss_sub', 'opaque'] as const;
-export type SubIdFormat = (typeof SUB_ID_FORMATS)[number];
-
-/** What one Resource AS receives about a user (stored with the Resource AS, src/db/catalog.ts). */
-export interface ClaimRelease {
-  claims: ReleasableClaim[];
-  /** the ID-JAG `aud_tenant`: the Resource AS's tenant the user belongs to */
-  audTenant: string | null;
-  subIdFormat: SubIdFormat | null;
-}
-
-export const NO_RELEASE: ClaimRelease = { claims: [], audTenant: null, subIdFormat: null };
+export { NO_RELEASE, RELEASABLE_CLAIMS, SUB_ID_FORMATS, type ClaimRelease, type ReleasableClaim, type SubIdFormat } from '../db/catalog.ts';
 
 export type SubjectIdentifier =
   | { format: 'email'; email: string }

@@ -1,5 +1,5 @@
 import type { Context } from 'koa';
-import { RELEASABLE_CLAIMS, SUB_ID_FORMATS } from '../../exchange/release.ts';
+import { RELEASABLE_CLAIMS, SUB_ID_FORMATS } from '../../db/catalog.ts';
 import {
   AudSubInput, createMcpServer, createResourceServer, deleteMcpServer, deleteResourceServer, getMcpServer, getResourceServer, listResourceServers,
   McpServerDoc, McpServerPatch, ResourceServerDoc, ResourceServerPatch, setAudienceSubject, updateMcpServer, updateResourceServer,
