@@ -7,6 +7,7 @@ import * as m0005 from './0005_admin.ts';
 import * as m0006 from './0006_audit_warnings.ts';
 import * as m0007 from './0007_rate_limits.ts';
 import * as m0008 from './0008_audit_resources_index.ts';
+import * as m0009 from './0009_dpop_replay.ts';
 
 /**
  * Every migration, by name. Listed statically (not read from the folder at run time) so the same list
@@ -21,4 +22,5 @@ export const migrations: Record<string, Migration> = {
   '0006_audit_warnings': m0006,
   '0007_rate_limits': m0007,
   '0008_audit_resources_index': m0008,
+  '0009_dpop_replay': m0009,
 };

@@ -7,6 +7,7 @@ import { runExchange, type ExchangeResult } from '../exchange/pipeline.ts';
 import type { CheckResult } from '../exchange/checks.ts';
 import { previewMinter } from '../exchange/mint.ts';
 import { databasePorts } from '../exchange/ports.ts';
+import { assumedProof } from '../exchange/proof.ts';
 import { ID_JAG, ID_TOKEN, TOKEN_EXCHANGE, type ExchangeInput } from '../exchange/request.ts';
 import { assumedSubject } from '../exchange/subject.ts';
 import type { AuditCheck } from './audit-query.ts';
@@ -34,6 +35,10 @@ export const SimulationInput = z.strictObject({
   scope: z.union([z.string().max(2000), z.array(Scope).max(100)]).optional(),
   /** seconds since the user signed in, for step-up rules (default 0: a fresh login) */
   auth_age: z.number().int().min(0).max(366 * 24 * 3600).default(0),
+  /** a valid DPoP proof accompanies the request (RFC 9449), so the ID-JAG is bound to its key */
+  dpop: z.boolean().default(false),
+  /** the proof's key, by its RFC 7638 thumbprint (implies `dpop`); omitted, a placeholder names it */
+  dpop_jkt: z.string().regex(/^[A-Za-z0-9_-]{43}$/, 'an RFC 7638 SHA-256 thumbprint: 43 base64url characters').optional(),
 });
 export type SimulationInput = z.infer<typeof SimulationInput>;
 
@@ -50,13 +55,16 @@ export interface SimulationResult {
   scopes: string[];
   rule_ids: string[];
   /** on an issue, the ID-JAG it would be: audience, client id at the Resource AS, lifetime */
-  id_jag?: { aud: string; client_id: string; sub: string; resource?: string | string[]; scope: string; expires_in: number };
+  id_jag?: { aud: string; client_id: string; sub: string; resource?: string | string[]; scope: string; expires_in: number; cnf?: { jkt: string } };
   checks: AuditCheck[];
   assumptions: string[];
 }
 
 /** The checks a simulation reports: those about the client and the decision (a simulated request is well-formed). */
-const REPORTED = new Set(['client_authentication', 'confidential_client', 'grant_type_allowed', 'user', 'audience', 'resource', 'policy', 'scope', 'step_up']);
+const REPORTED = new Set(['client_authentication', 'confidential_client', 'grant_type_allowed', 'dpop_proof', 'user', 'audience', 'resource', 'policy', 'scope', 'step_up']);
+
+/** What the ID-JAG preview names the key by when the simulation gives no thumbprint. */
+export const ASSUMED_JKT = '(the DPoP proof key\'s thumbprint)';
 
 const asList = (v: string | string[] | undefined): string[] => (v === undefined ? [] : [v].flat());
 
@@ -69,13 +77,16 @@ async function simulatedInput(db: DB, input: SimulationInput): Promise<{ exchang
   if (!client) throw invalid(['client_id'], `unknown client ${input.client_id}`);
   const user = await findUserByName(db, input.user);
   if (!user) throw invalid(['user'], `unknown user ${input.user}`);
-  const metadata = JSON.parse(client.metadata) as { token_endpoint_auth_method?: string; grant_types?: string[] };
+  const metadata = JSON.parse(client.metadata) as { token_endpoint_auth_method?: string; grant_types?: string[]; dpop_bound_access_tokens?: boolean };
   const scope = typeof input.scope === 'string' ? input.scope.split(' ').filter(Boolean) : input.scope ?? [];
   return {
     sub: user.sub,
     username: user.username,
     exchange: {
-      client: { id: client.client_id, authMethod: metadata.token_endpoint_auth_method ?? 'client_secret_basic', grantTypes: metadata.grant_types ?? [], enabled: !client.disabled },
+      client: {
+        id: client.client_id, authMethod: metadata.token_endpoint_auth_method ?? 'client_secret_basic', grantTypes: metadata.grant_types ?? [], enabled: !client.disabled,
+        dpopBound: metadata.dpop_bound_access_tokens === true,
+      },
       params: {
         grant_type: TOKEN_EXCHANGE, requested_token_type: ID_JAG, subject_token_type: ID_TOKEN, subject_token: '(assumed)',
         audience: input.audience, resource: [...new Set(asList(input.resource))], ...(scope.length ? { scope: [...new Set(scope)].join(' ') } : {}),
@@ -105,6 +116,7 @@ function report(result: ExchangeResult, assumptions: string[]): SimulationResult
       aud: claims.aud, client_id: claims.client_id, sub: claims.sub,
       ...(claims.resource === undefined ? {} : { resource: claims.resource }),
       scope: decision.scopes.join(' '), expires_in: minted.exp - minted.iat,
+      ...(claims.cnf === undefined ? {} : { cnf: claims.cnf }),
     },
     checks, assumptions,
   };
@@ -112,10 +124,12 @@ function report(result: ExchangeResult, assumptions: string[]): SimulationResult
 
 export async function simulate(db: DB, input: SimulationInput, at = nowSeconds()): Promise<SimulationResult> {
   const { exchange, sub, username } = await simulatedInput(db, input);
+  const proof = input.dpop || input.dpop_jkt !== undefined ? input.dpop_jkt ?? ASSUMED_JKT : undefined;
   const result = await runExchange(exchange, {
     ...databasePorts(db),
     subjects: assumedSubject(sub, at - input.auth_age),
     minter: previewMinter,
+    proofs: proof === undefined ? undefined : assumedProof(proof),
     // the issuer does not change a decision; the preview names no issuer
     issuer: '',
     clock: () => at,
@@ -123,5 +137,6 @@ export async function simulate(db: DB, input: SimulationInput, at = nowSeconds()
   return report(result, [
     `a valid ID Token of ${username}, issued to ${exchange.client.id}, is the subject token`,
     `the user signed in ${input.auth_age} s ago`,
+    proof === undefined ? 'no DPoP proof accompanies the request' : `a valid DPoP proof by the key ${proof} accompanies the request`,
   ]);
 }

@@ -46,6 +46,8 @@ const Settings = z.object({
   clientAuthIpFailures: z.coerce.number().int().min(0).max(1_000_000),
   /** failed client authentications per minute naming one client id, from anywhere; 0: off */
   clientAuthClientFailures: z.coerce.number().int().min(0).max(1_000_000),
+  /** the token exchange hands out DPoP nonces and requires a recent one in every DPoP proof (RFC 9449 §8) */
+  dpopNonce: z.boolean(),
   /** when set, GET /metrics requires `Authorization: Bearer <this>`; unset, /metrics is open */
   metricsToken: z.string().min(16, 'the metrics token needs at least 16 characters').max(512)
     .regex(/^[\x21-\x7e]+$/, 'the metrics token must be printable ASCII without spaces').optional(),
@@ -75,6 +77,7 @@ const flags = {
   'client-auth-ip-failures': { type: 'string' },
   'client-auth-client-failures': { type: 'string' },
   'metrics-token': { type: 'string' },
+  'dpop-nonce': { type: 'boolean' },
 } as const;
 
 export class ConfigError extends Error {}
@@ -114,6 +117,7 @@ export function loadConfig(
     clientAuthIpFailures: values['client-auth-ip-failures'] ?? env.IDJAG_CLIENT_AUTH_IP_FAILURES ?? '60',
     clientAuthClientFailures: values['client-auth-client-failures'] ?? env.IDJAG_CLIENT_AUTH_CLIENT_FAILURES ?? '300',
     metricsToken: values['metrics-token'] ?? (env.IDJAG_METRICS_TOKEN || undefined),
+    dpopNonce: values['dpop-nonce'] ?? env.IDJAG_DPOP_NONCE === '1',
     errors: values.errors ?? env.IDJAG_ERRORS ?? ((values.production ?? env.NODE_ENV === 'production') ? 'minimal' : 'verbose'),
     ...overrides,
   };

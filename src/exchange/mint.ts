@@ -17,10 +17,15 @@ export interface IdJagClaims {
   amr?: string[];
   acr?: string;
   email?: string;
+  /** RFC 7800 confirmation: the DPoP key the client proved possession of at the exchange (draft §9.8.1) */
+  cnf?: { jkt: string };
 }
 
-/** The ID-JAG's claims (draft §3) from what the exchange established: who, for which target, what policy granted. */
-export function idJagClaims(issuer: string, subject: Subject, audience: string, resources: string[], decision: Pick<Allow, 'rsClientId' | 'scopes'>): IdJagClaims {
+/**
+ * The ID-JAG's claims (draft §3) from what the exchange established: who, for which target, what policy granted,
+ * and the key a DPoP proof showed (`jkt`), which binds it.
+ */
+export function idJagClaims(issuer: string, subject: Subject, audience: string, resources: string[], decision: Pick<Allow, 'rsClientId' | 'scopes'>, jkt?: string): IdJagClaims {
   return {
     iss: issuer,
     sub: subject.user.sub,
@@ -32,6 +37,7 @@ export function idJagClaims(issuer: string, subject: Subject, audience: string, 
     ...(subject.amr?.length ? { amr: subject.amr } : {}),
     ...(subject.acr ? { acr: subject.acr } : {}),
     ...(subject.user.email ? { email: subject.user.email } : {}),
+    ...(jkt === undefined ? {} : { cnf: { jkt } }),
   };
 }
 

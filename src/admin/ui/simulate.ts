@@ -9,7 +9,7 @@ import { page, type UiDeps, type UiRouter } from './page.ts';
  * a result is a link (the audit detail page links a decision to its replay here).
  */
 
-const FIELDS = ['client_id', 'user', 'audience', 'resource', 'scope', 'auth_age'] as const;
+const FIELDS = ['client_id', 'user', 'audience', 'resource', 'scope', 'auth_age', 'dpop', 'dpop_jkt'] as const;
 
 export function simulatorRoutes(r: UiRouter, deps: UiDeps): void {
   r.get('/simulate', async (ctx) => {
@@ -28,6 +28,8 @@ export function simulatorRoutes(r: UiRouter, deps: UiDeps): void {
           resource: q.text('resource'),
           scope: q.words('scope').join(' ') || undefined,
           auth_age: q.int('auth_age'),
+          dpop: q.checked('dpop'),
+          dpop_jkt: q.text('dpop_jkt'),
         }));
         result = await simulate(deps.db, input);
       } catch (err) {
