@@ -92,7 +92,7 @@ describe('refused, each with what to fix', () => {
   });
 
   test('the allow-list is asymmetric algorithms only', () => {
-    expect(DPOP_ALGS.filter((a) => a.startsWith('HS') || a === 'none')).toEqual([]);
+    expect((DPOP_ALGS as readonly string[]).filter((a) => a.startsWith('HS') || a === 'none')).toEqual([]);
   });
 });
 
