@@ -141,7 +141,10 @@ function reportView(report: AsConformanceReport) {
       id: c.id, title: c.title, expected: c.expected, required: c.required, section: c.section, pass: c.pass,
       status: c.status, error: c.error, actual: c.actual, description: description(c), warnings: c.warnings, note: c.note,
       first: c.first ? `${c.first.status ?? 'no answer'}` : undefined,
-      request: JSON.stringify({ header: c.request.header, claims: c.request.claims, params: c.request.params, client_auth: c.request.clientAuth }, null, 2),
+      request: JSON.stringify({
+        header: c.request.header, claims: c.request.claims, params: c.request.params, client_auth: c.request.clientAuth,
+        ...(c.request.dpop === undefined ? {} : { dpop_proof: c.request.dpop }),
+      }, null, 2),
       body: JSON.stringify(c.body, null, 2),
     })),
   };
