@@ -10,6 +10,7 @@ import { calculateJwkThumbprint, decodeJwt } from 'jose';
 import { decodeChecks } from '../src/audit/codec.ts';
 import { DPOP_ALGS } from '../src/dpop/proof.ts';
 import { connectAdmin, type AdminClient } from './helpers/admin.ts';
+import { adminSignIn } from './helpers/admin-ui.ts';
 import { auditCount, lastAuditRow } from './helpers/audit.ts';
 import { basic, DEMO_AGENT, signIn } from './helpers/browser.ts';
 import { dpopKey, makeProof, type DpopKey } from './helpers/dpop.ts';
@@ -211,6 +212,23 @@ test('the client\'s own diagnostics show the dpop_proof check with its sections'
   const { attempts } = await res.json() as { attempts: { failed_check: string | null; error: string; checks: { name: string; section?: string }[] }[] };
   expect(attempts[0]).toMatchObject({ failed_check: 'dpop_proof', error: 'invalid_dpop_proof' });
   expect(attempts[0]!.checks.find((c) => c.name === 'dpop_proof')?.section).toMatch(/RFC 9449 §4\.3.*§9\.8\.1/);
+});
+
+test('in the admin UI: the client page sets dpop_bound_access_tokens, and the simulator assumes a proof and previews cnf.jkt', async () => {
+  const ui = await adminSignIn(idjag.url);
+  await ui.open('/admin/clients/new');
+  const form = { client_id: 'dpop-ui', client_name: 'DPoP UI', type: 'confidential', grant_types: 'authorization_code', redirect_uris: 'https://dpop.example/cb' };
+  expect((await ui.post('/admin/clients', { ...form, dpop_bound_access_tokens: 'on' })).status).toBe(200);
+  expect((await api.get('/clients/dpop-ui')).body.dpop_bound_access_tokens).toBe(true);
+  const page = await ui.open('/admin/clients/dpop-ui');
+  expect(page.html).toMatch(/name="dpop_bound_access_tokens" checked/);
+  expect((await ui.post('/admin/clients/dpop-ui', { client_name: 'DPoP UI', token_endpoint_auth_method: 'client_secret_basic', grant_types: 'authorization_code', redirect_uris: 'https://dpop.example/cb' })).status).toBe(303);
+  expect((await api.get('/clients/dpop-ui')).body.dpop_bound_access_tokens).toBeUndefined();
+
+  const q = new URLSearchParams({ run: '1', client_id: 'demo-agent', user: 'alice', audience: TODO_AS, resource: TODO_MCP, dpop: 'on', dpop_jkt: key.jkt });
+  const sim = await ui.open(`/admin/simulate?${q}`);
+  expect(sim.html).toContain(`<dt><code>cnf.jkt</code></dt><dd><code>${key.jkt}</code>`);
+  expect(sim.html).toContain('<code>dpop_proof</code>');
 });
 
 describe('with server nonces (--dpop-nonce, RFC 9449 §8)', () => {
