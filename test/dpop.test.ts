@@ -88,7 +88,7 @@ describe('a faulty proof is 400 invalid_dpop_proof, audited, and issues nothing'
     ['a proof for the same endpoint under another host name than the issuer\'s', () => makeProof(key, { htu: otherHost(htu) }), /htu is http:\/\/localhost:\d+\/token; this request is for http:\/\/127\.0\.0\.1:\d+\/token/],
     ['a proof for another endpoint', () => makeProof(key, { htu: `${idjag.issuer}/userinfo` }), /htu is .*\/userinfo/],
     ['a proof for another method', () => makeProof(key, { htu, htm: 'GET' }), /htm is GET; this request is a POST/],
-    ['a stale iat', () => makeProof(key, { htu, iat: now() - 3600 }), /made 3600 s ago/],
+    ['a stale iat', () => makeProof(key, { htu, iat: now() - 3600 }), /made 360[01] s ago/],
     ['an iat in the future', () => makeProof(key, { htu, iat: now() + 600 }), /in the future/],
     ['a private key in the jwk', () => makeProof(key, { htu, header: { jwk: key.privateJwk } }), /private key material/],
     ['a symmetric alg', () => makeProof(key, { htu, header: { alg: 'HS256', jwk: { kty: 'oct', k: 'c2VjcmV0' } }, signWith: new TextEncoder().encode('a-shared-secret-of-32-bytes-long') }), /symmetric alg HS256/],
