@@ -7,6 +7,7 @@ import * as m0005 from './0005_admin.ts';
 import * as m0006 from './0006_audit_warnings.ts';
 import * as m0007 from './0007_rate_limits.ts';
 import * as m0008 from './0008_audit_resources_index.ts';
+import * as m0009 from './0009_dpop_replay.ts';
 import * as m0010 from './0010_claim_release.ts';
 import * as m0010b from './0010b_authorization_details.ts';
 import * as m0011 from './0011_rule_time_bounds.ts';
@@ -25,6 +26,7 @@ export const migrations: Record<string, Migration> = {
   '0006_audit_warnings': m0006,
   '0007_rate_limits': m0007,
   '0008_audit_resources_index': m0008,
+  '0009_dpop_replay': m0009,
   '0010_claim_release': m0010,
   '0010b_authorization_details': m0010b,
   '0011_rule_time_bounds': m0011,

@@ -12,10 +12,11 @@ import { seedIfEmpty } from '../seed/index.ts';
 import { ADMIN_API_PREFIX, ADMIN_UI_PREFIX, createAdmin } from './admin/index.ts';
 import { ConfigError, loadConfig, productionIssuerProblem, type Config } from './config/index.ts';
 import { clientViewRoutes } from './conformance/client-view.ts';
-import { exclusively, migrateToLatest, openDatabase, type Database } from './db/index.ts';
+import { purgeExpiredProofs } from './db/dpop-proofs.ts';
+import { exclusively, migrateToLatest, now, openDatabase, type Database } from './db/index.ts';
 import { demoParties, type Demo } from './demo/index.ts';
 import { DEMO_AS_CLIENT } from './demo/seeded.ts';
-import { discoveryMetadata, exchangeRefusals, registerTokenExchange } from './exchange/index.ts';
+import { discoveryMetadata, dpopNonces, exchangeRefusals, registerTokenExchange } from './exchange/index.ts';
 import { deleteExpiredPayloads } from './oidc/adapter.ts';
 import { clientAuthErrors } from './oidc/client-auth.ts';
 import { authorizationServerMetadata } from './oidc/discovery.ts';
@@ -108,7 +109,11 @@ export async function startIdjag(config: Config, options: StartOptions = {}): Pr
       clientAuth: limits.clientAuth,
       db, issuer, cookieKeys, render, log, secure,
       discovery: discoveryMetadata,
-      extend: (provider, keys) => registerTokenExchange(provider, { db, issuer, tenant: config.tenant, log, errors: config.errors, keys: () => keys, observe: metrics.exchange }),
+      extend: (provider, keys) => registerTokenExchange(provider, {
+        db, issuer, tenant: config.tenant, log, errors: config.errors, keys: () => keys, observe: metrics.exchange,
+        // the nonces' key derives from the cookie keys, which every node shares, so any node accepts any node's nonce
+        dpopNonces: config.dpopNonce ? dpopNonces(cookieKeys[0]!) : undefined,
+      }),
     });
     const app = new Koa({ keys: cookieKeys, proxy: secure && config.production });
     app.silent = true;
@@ -276,7 +281,8 @@ async function cleanup(database: Database, config: Config, log: Logger) {
     const payloads = await deleteExpiredPayloads(database.db);
     const keys = await purgeExpiredKeys(database.db);
     const rateLimits = await purgeExpiredRateLimits(database.db);
-    if (payloads || keys || rateLimits) log.debug({ payloads, keys, rateLimits }, 'expired rows deleted');
+    const dpopProofs = await purgeExpiredProofs(database.db, now());
+    if (payloads || keys || rateLimits || dpopProofs) log.debug({ payloads, keys, rateLimits, dpopProofs }, 'expired rows deleted');
     const audit = await applyRetention(database.db, { days: config.auditRetentionDays, archiveDir: config.auditArchiveDir });
     if (audit.deleted) log.info({ ...audit, retentionDays: config.auditRetentionDays }, 'audit decisions past retention removed');
   } catch (err) {

@@ -158,7 +158,7 @@ async function compare(): Promise<void> {
         const row = reported.get(rowKey(user.username, client, target));
         const ask = async (scope?: string) => simulate(database.db, {
           client_id: client, user: user.username, audience: target.audience, ...(target.resource ? { resource: target.resource } : {}),
-          ...(scope ? { scope } : {}), auth_age: 0,
+          ...(scope ? { scope } : {}), auth_age: 0, dpop: false,
         }, { issuer: 'http://localhost' }, AT);
         const plain = await ask();
         const where = `${rowKey(user.username, client, target)}`;

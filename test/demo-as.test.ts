@@ -6,6 +6,7 @@ import { createRemoteJWKSet, decodeJwt, decodeProtectedHeader, generateKeyPair, 
 import { applyDocument, parseDocument } from '../src/admin/document.ts';
 import { migrateToLatest, openDatabase, type Database } from '../src/db/index.ts';
 import { demoResourceAs, JWT_BEARER } from '../src/demo/resource-as.ts';
+import { DPOP_ALGS } from '../src/dpop/proof.ts';
 import { basic, signIn } from './helpers/browser.ts';
 import { exchange, TODO_AS, TODO_MCP } from './helpers/exchange.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
@@ -179,6 +180,7 @@ test('RFC 8414 metadata at the path-inserted well-known URL, with the ID-JAG pro
     authorization_grant_profiles_supported: ['urn:ietf:params:oauth:grant-profile:id-jag'],
     token_endpoint_auth_methods_supported: ['client_secret_basic'],
     scopes_supported: ['notes.read', 'notes.write', 'notes.admin'],
+    dpop_signing_alg_values_supported: [...DPOP_ALGS],
   });
 });
 

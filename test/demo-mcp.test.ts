@@ -10,6 +10,7 @@ import Koa from 'koa';
 import { decodeJwt, generateKeyPair, importJWK, SignJWT, type JWK, type JWTPayload } from 'jose';
 import { loadConfig } from '../src/config/index.ts';
 import { demoMcpServer } from '../src/demo/mcp-server.ts';
+import { DPOP_ALGS } from '../src/dpop/proof.ts';
 import { DEMO_KEY_SETTING } from '../src/demo/store.ts';
 import { basic, signIn } from './helpers/browser.ts';
 import { exchange } from './helpers/exchange.ts';
@@ -104,6 +105,8 @@ test('RFC 9728 metadata at the path-inserted well-known URL names the demo AS', 
     scopes_supported: ['todos.read', 'todos.write'],
     bearer_methods_supported: ['header'],
     resource_name: expect.any(String),
+    dpop_signing_alg_values_supported: [...DPOP_ALGS],
+    dpop_bound_access_tokens_required: false,
   });
   expect((await fetch(`${idjag.issuer}/.well-known/oauth-protected-resource`)).status).toBe(404);
 });

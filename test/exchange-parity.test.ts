@@ -4,10 +4,12 @@
  * statuses, granted scopes and granted authorization_details types, and an issued ID-JAG must carry the claims
  * the simulator shows. Every policy denial reason, every target failure, the authorization_details outcomes
  * and the allowed cases go through both.
+ * DPoP: a proof presented (the simulator assumes one by the same key) and a client that requires one sending none.
  */
 import { decodeJwt } from 'jose';
 import { decodeChecks, decodeTypes } from '../src/audit/codec.ts';
 import { connectAdmin, type AdminClient } from './helpers/admin.ts';
+import { dpopKey, makeProof, type DpopKey } from './helpers/dpop.ts';
 import { lastAuditRow } from './helpers/audit.ts';
 import { DEMO_AGENT, signIn } from './helpers/browser.ts';
 import { exchange, TODO_ADMIN_MCP, TODO_AS, TODO_MCP } from './helpers/exchange.ts';
@@ -15,10 +17,12 @@ import { startTestServer, type TestServer } from './helpers/server.ts';
 
 let idjag: TestServer;
 let api: AdminClient;
+let key: DpopKey;
 const tokens: Record<string, string> = {};
 
 beforeAll(async () => {
   idjag = await startTestServer();
+  key = await dpopKey();
   api = await connectAdmin(idjag.url);
   for (const username of ['alice', 'bob']) {
     tokens[username] = (await signIn(idjag.url, { username, password: username })).tokens.id_token as string;
@@ -35,6 +39,8 @@ interface Case {
   scope?: string;
   /** the authorization_details parameter, as sent */
   details?: string;
+  /** the request carries a DPoP proof (the simulator: one by the same key is assumed) */
+  dpop?: boolean;
   /** changes the policy or catalog for this case; returns how to undo it */
   setup?: (api: AdminClient) => Promise<() => Promise<unknown>>;
   expected: { decision: 'issued' | 'denied'; reason: string; check?: string };
@@ -147,6 +153,16 @@ const cases: Case[] = [
     name: 'authorization_details on a policy denial: the policy decides first', user: 'bob', details: JSON.stringify([{ type: 'todo_list' }]),
     expected: { decision: 'denied', reason: 'subject_not_allowed', check: 'policy' },
   },
+  { name: 'a DPoP proof binds the ID-JAG to its key', dpop: true, expected: { decision: 'issued', reason: 'issued' } },
+  { name: 'a DPoP proof, and the policy denies', dpop: true, user: 'bob', expected: { decision: 'denied', reason: 'subject_not_allowed', check: 'policy' } },
+  {
+    name: 'a client registered with dpop_bound_access_tokens sends no proof',
+    setup: async (a) => {
+      expect((await a.patch('/clients/demo-agent', { dpop_bound_access_tokens: true })).status).toBe(200);
+      return () => a.patch('/clients/demo-agent', { dpop_bound_access_tokens: null });
+    },
+    expected: { decision: 'denied', reason: 'dpop_proof', check: 'dpop_proof' },
+  },
 ];
 
 const SECRETS: Record<string, string | undefined> = { 'demo-agent': DEMO_AGENT.secret, 'partner-app': 'partner-app-secret', 'demo-public': undefined };
@@ -175,9 +191,10 @@ test.each(cases)('$name: the simulator decides what the token endpoint decides',
     const audience = c.audience ?? TODO_AS;
     const secret = SECRETS[client];
 
+    const proof: Record<string, string> = c.dpop ? { DPoP: await makeProof(key, { htu: `${idjag.issuer}/token` }) } : {};
     const res = await exchange(idjag.url, tokens[user]!, {
       audience, resource, scope: c.scope, authorization_details: c.details, ...(secret === undefined ? { client_id: client } : {}),
-    }, secret === undefined ? null : { id: client, secret });
+    }, secret === undefined ? null : { id: client, secret }, proof);
     const row = await lastAuditRow(idjag);
     const checks = decodeChecks(row.checks);
     const endpoint: Seen = {
@@ -194,8 +211,11 @@ test.each(cases)('$name: the simulator decides what the token endpoint decides',
     const sim = await api.post('/simulate', {
       client_id: client, user, audience, resource, ...(c.scope ? { scope: c.scope } : {}), ...(c.details ? { authorization_details: c.details } : {}),
       auth_age: Math.max(0, Math.floor(Date.now() / 1000) - authTime),
+      ...(c.dpop ? { dpop_jkt: key.jkt } : {}),
     });
     expect(sim.status).toBe(200);
+    // the binding the simulator previews is the one the ID-JAG carries
+    if (res.status === 200) expect(sim.body.id_jag.cnf).toEqual(decodeJwt(res.body.access_token as string).cnf);
     const simulated: Seen = {
       decision: sim.body.decision, reason: sim.body.reason, error: sim.body.error ?? null,
       failed: sim.body.checks.find((x: { status: string }) => x.status === 'failed')?.name ?? null,

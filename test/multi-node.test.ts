@@ -2,8 +2,9 @@
  * Several nodes, one database: three `npm start` processes on one PostgreSQL database behind a round-robin
  * load balancer (a few lines of node:http here), the deployment README "Deployment" describes. Nothing is
  * shared between the nodes but the database: a sign-in on one node, its code redeemed on another, the audit
- * row read from a third; two nodes racing to redeem one code; an admin change made through one node obeyed by
- * another on the next request; a sign-in block counted on one node enforced by another.
+ * row read from a third; two nodes racing to redeem one code; one DPoP proof raced to every node (one wins, with
+ * a nonce one node handed out); an admin change made through one node obeyed by another on the next request; a
+ * sign-in block counted on one node enforced by another.
  *
  * PostgreSQL only: SQLite is the one-machine, one-process deployment (its file is not for several machines).
  */
@@ -16,6 +17,7 @@ import { openDatabase, type Database } from '../src/db/index.ts';
 import { adminClient, clientToken, type AdminClient } from './helpers/admin.ts';
 import { authorize, Browser, csrfFrom, DEMO_AGENT, pkce, REDIRECT_URI, signIn, tokenRequest } from './helpers/browser.ts';
 import { createTestDatabase, onPostgres, type TestDatabase } from './helpers/database.ts';
+import { dpopKey, makeProof } from './helpers/dpop.ts';
 import { exchange, TODO_AS, TODO_MCP } from './helpers/exchange.ts';
 
 const NODES = 3;
@@ -35,6 +37,8 @@ async function startNode(name: string, database: string, issuer: string): Promis
     '--no-demo', '--login-account-failures', '3', '--login-account-block', '60', '--login-ip-failures', '0',
     // keys re-read every second instead of every 30 s, so the rotation test below stays short
     '--key-refresh', '1',
+    // DPoP proofs need a server nonce, which any node hands out and every node accepts
+    '--dpop-nonce',
   ], { env: { ...process.env, NODE_OPTIONS: '' }, stdio: ['ignore', 'pipe', 'pipe'] });
   const stderr: string[] = [];
   createInterface({ input: child.stderr! }).on('line', (l) => stderr.push(l));
@@ -171,6 +175,29 @@ async function loginAttempt(base: string, username: string, password: string): P
         expect({ status: lost.status, error: lost.body.error, token: lost.body.access_token }).toEqual({ status: 400, error: 'invalid_grant', token: undefined });
       }
     }
+  });
+
+  test('one DPoP proof presented to every node at once: exactly one ID-JAG, bound to its key (the replay store is the database)', async () => {
+    const { tokens } = await signIn(nodes[0]!.url);
+    const key = await dpopKey();
+    // the token endpoint as the nodes' issuer names it: the balancer's
+    const htu = `${issuer}/token`;
+    for (let round = 0; round < 3; round++) {
+      // a nonce from one node, good on the others
+      const challenge = await exchange(nodes[round % NODES]!.url, tokens.id_token, {}, DEMO_AGENT, { DPoP: await makeProof(key, { htu }) });
+      expect({ status: challenge.status, error: challenge.body.error }).toEqual({ status: 400, error: 'use_dpop_nonce' });
+      const proof = await makeProof(key, { htu, nonce: challenge.headers.get('dpop-nonce')! });
+      const results = await Promise.all([...nodes, ...nodes].map((n) => exchange(n.url, tokens.id_token, {}, DEMO_AGENT, { DPoP: proof })));
+      const issued = results.filter((r) => r.status === 200);
+      expect(issued).toHaveLength(1);
+      expect(decodeJwt(issued[0]!.body.access_token).cnf).toEqual({ jkt: key.jkt });
+      for (const lost of results.filter((r) => r.status !== 200)) {
+        expect({ status: lost.status, error: lost.body.error, token: lost.body.access_token }).toEqual({ status: 400, error: 'invalid_dpop_proof', token: undefined });
+        expect(lost.body.error_description).toMatch(/already used/);
+      }
+    }
+    const replays = await database.db.selectFrom('audit_log').select('reason').where('reason', '=', 'dpop_replay').execute();
+    expect(replays).toHaveLength(3 * (2 * NODES - 1));
   });
 
   test('a rule disabled through node A denies on node B at the next request, and enabled again issues there', async () => {

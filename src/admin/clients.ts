@@ -31,6 +31,8 @@ const metadataFields = {
   jwks: Jwks,
   /** the scopes the client may request; `admin` opens the admin API to its client_credentials tokens */
   scope: z.string().max(1000),
+  /** RFC 9449 §5.2: the client always sends DPoP proofs, so a token request without one is refused */
+  dpop_bound_access_tokens: z.boolean(),
 };
 
 export const ClientDoc = z.strictObject({

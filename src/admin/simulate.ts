@@ -8,6 +8,7 @@ import type { CheckResult } from '../exchange/checks.ts';
 import type { Warning } from '../exchange/lint.ts';
 import { previewMinter, type IdJagClaims } from '../exchange/mint.ts';
 import { databasePorts } from '../exchange/ports.ts';
+import { assumedProof } from '../exchange/proof.ts';
 import { ID_JAG, ID_TOKEN, TOKEN_EXCHANGE, type ExchangeInput, type RequestingClient } from '../exchange/request.ts';
 import { assumedSubject } from '../exchange/subject.ts';
 import type { AuditCheck } from './audit-query.ts';
@@ -39,6 +40,10 @@ export const SimulationInput = z.strictObject({
   auth_age: z.number().int().min(0).max(366 * 24 * 3600).default(0),
   /** RFC 9396 authorization_details, as the client would send them: the JSON text, or the array itself */
   authorization_details: z.union([z.string().max(16_384), z.array(z.unknown()).max(100)]).optional(),
+  /** a valid DPoP proof accompanies the request (RFC 9449), so the ID-JAG is bound to its key */
+  dpop: z.boolean().default(false),
+  /** the proof's key, by its RFC 7638 thumbprint (implies `dpop`); omitted, a placeholder names it */
+  dpop_jkt: z.string().regex(/^[A-Za-z0-9_-]{43}$/, 'an RFC 7638 SHA-256 thumbprint: 43 base64url characters').optional(),
 });
 export type SimulationInput = z.infer<typeof SimulationInput>;
 
@@ -57,6 +62,8 @@ export interface SimulationResult {
   /** on an issue, the ID-JAG it would be: audience, client id at the Resource AS, lifetime, and every claim */
   id_jag?: {
     aud: string; client_id: string; sub: string; resource?: string | string[]; scope: string; expires_in: number;
+    /** the DPoP key it would be bound to (RFC 9449), when a proof is assumed */
+    cnf?: { jkt: string };
     /** the claims it would carry (without jti, iat, exp) */
     claims: IdJagClaims;
   };
@@ -72,8 +79,11 @@ export interface SimulationResult {
  * The checks a simulation reports: those about the client and the decision (a simulated request is
  * well-formed), and the authorization_details ones when it carries some.
  */
-const REPORTED = new Set(['client_authentication', 'confidential_client', 'grant_type_allowed', 'user', 'audience', 'resource', 'policy', 'scope', 'step_up',
+const REPORTED = new Set(['client_authentication', 'confidential_client', 'grant_type_allowed', 'dpop_proof', 'user', 'audience', 'resource', 'policy', 'scope', 'step_up',
   'authorization_details.format', 'authorization_details.types']);
+
+/** What the ID-JAG preview names the key by when the simulation gives no thumbprint. */
+export const ASSUMED_JKT = '(the DPoP proof key\'s thumbprint)';
 
 const asList = (v: string | string[] | undefined): string[] => (v === undefined ? [] : [v].flat());
 
@@ -82,8 +92,11 @@ const auditCheck = ({ name, status, message, section, error }: CheckResult): Aud
 
 /** The client as it would authenticate at the token endpoint: its registered method and grant types, enabled or not. */
 export function assumedClient(client: ClientRow): RequestingClient {
-  const metadata = JSON.parse(client.metadata) as { token_endpoint_auth_method?: string; grant_types?: string[] };
-  return { id: client.client_id, authMethod: metadata.token_endpoint_auth_method ?? 'client_secret_basic', grantTypes: metadata.grant_types ?? [], enabled: !client.disabled };
+  const metadata = JSON.parse(client.metadata) as { token_endpoint_auth_method?: string; grant_types?: string[]; dpop_bound_access_tokens?: boolean };
+  return {
+    id: client.client_id, authMethod: metadata.token_endpoint_auth_method ?? 'client_secret_basic', grantTypes: metadata.grant_types ?? [], enabled: !client.disabled,
+    dpopBound: metadata.dpop_bound_access_tokens === true,
+  };
 }
 
 /**
@@ -135,6 +148,7 @@ function report(result: ExchangeResult, assumptions: string[]): SimulationResult
       ...(claims.resource === undefined ? {} : { resource: claims.resource }),
       scope: decision.scopes.join(' '), expires_in: minted.exp - minted.iat,
       claims,
+      ...(claims.cnf === undefined ? {} : { cnf: claims.cnf }),
     },
     ...(claims.authorization_details ? { authorization_details: claims.authorization_details } : {}),
     checks, warnings: result.record.warnings ?? [], assumptions,
@@ -149,10 +163,12 @@ export interface SimulatedIssuer {
 
 export async function simulate(db: DB, input: SimulationInput, idp: SimulatedIssuer, at = nowSeconds()): Promise<SimulationResult> {
   const { exchange, sub, username } = await simulatedInput(db, input);
+  const proof = input.dpop || input.dpop_jkt !== undefined ? input.dpop_jkt ?? ASSUMED_JKT : undefined;
   const result = await runExchange(exchange, {
     ...databasePorts(db),
     subjects: assumedSubject(sub, at - input.auth_age),
     minter: previewMinter,
+    proofs: proof === undefined ? undefined : assumedProof(proof),
     issuer: idp.issuer,
     tenant: idp.tenant,
     clock: () => at,
@@ -160,5 +176,6 @@ export async function simulate(db: DB, input: SimulationInput, idp: SimulatedIss
   return report(result, [
     `a valid ID Token of ${username}, issued to ${exchange.client.id}, is the subject token`,
     `the user signed in ${input.auth_age} s ago`,
+    proof === undefined ? 'no DPoP proof accompanies the request' : `a valid DPoP proof by the key ${proof} accompanies the request`,
   ]);
 }

@@ -54,6 +54,8 @@ const Settings = z.object({
   impactDays: z.coerce.number().int().min(1).max(366),
   /** ... and at most this many of them (the newest) */
   impactMaxRows: z.coerce.number().int().min(100).max(1_000_000),
+  /** the token exchange hands out DPoP nonces and requires a recent one in every DPoP proof (RFC 9449 §8) */
+  dpopNonce: z.boolean(),
   /** when set, GET /metrics requires `Authorization: Bearer <this>`; unset, /metrics is open */
   metricsToken: z.string().min(16, 'the metrics token needs at least 16 characters').max(512)
     .regex(/^[\x21-\x7e]+$/, 'the metrics token must be printable ASCII without spaces').optional(),
@@ -106,6 +108,7 @@ const flags = {
   'impact-days': { type: 'string' },
   'impact-max-rows': { type: 'string' },
   tenant: { type: 'string' },
+  'dpop-nonce': { type: 'boolean' },
 } as const;
 
 export class ConfigError extends Error {}
@@ -150,6 +153,7 @@ export function loadConfig(
     impactDays: values['impact-days'] ?? env.IDJAG_IMPACT_DAYS ?? '7',
     impactMaxRows: values['impact-max-rows'] ?? env.IDJAG_IMPACT_MAX_ROWS ?? '10000',
     tenant: values.tenant ?? (env.IDJAG_TENANT || undefined),
+    dpopNonce: values['dpop-nonce'] ?? env.IDJAG_DPOP_NONCE === '1',
     errors: values.errors ?? env.IDJAG_ERRORS ?? ((values.production ?? env.NODE_ENV === 'production') ? 'minimal' : 'verbose'),
     ...overrides,
   };

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { DpopSession } from '@modelcontextprotocol/client';
 import { generateKeyPair, importJWK, SignJWT, type JWK, type JWTHeaderParameters } from 'jose';
 import { ID_JAG_TYP } from '../exchange/mint.ts';
 
@@ -8,6 +9,8 @@ import { ID_JAG_TYP } from '../exchange/mint.ts';
  * JWT-bearer grant at the AS's token endpoint, and reports what the AS answered against what the spec expects.
  *
  * It only talks HTTP to the AS (no database, no koa), so the CLI and the admin UI run the very same code.
+ * With `dpop`, it also checks how the AS treats ID-JAGs bound to a DPoP key (`cnf.jkt`, draft §9.8.1.2): the
+ * client's proofs are made by the official MCP client's DPoP implementation (`DpopSession`).
  */
 
 export const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
@@ -50,6 +53,8 @@ export interface AsConformanceOptions {
   /** the ID-JAG's `email`, for an AS that maps users by email */
   email?: string;
   idp: ConformanceIdp;
+  /** also run the DPoP cases (DPOP_CASES): ID-JAGs bound to the client's DPoP key */
+  dpop?: boolean;
   /** default: the global fetch */
   fetch?: typeof fetch;
   /** per request, default 15 s */
@@ -66,6 +71,8 @@ export interface RequestSummary {
   /** form parameters other than the assertion */
   params: Record<string, string>;
   clientAuth: string;
+  /** the DPoP cases: which key signed the request's DPoP proof, if any */
+  dpop?: string;
 }
 
 export interface Exchange {
@@ -92,7 +99,7 @@ export interface CaseResult extends Exchange {
   warnings: string[];
   /** why a verdict is what it is, when the status alone does not say */
   note: string | null;
-  /** the replay case: the first presentation of the same ID-JAG, which must be accepted */
+  /** the replay cases: the first presentation (of the same ID-JAG, or with the same DPoP proof), which must be accepted */
   first?: Exchange;
 }
 
@@ -125,12 +132,16 @@ interface Draft {
   claims: Record<string, unknown>;
   params: Record<string, string>;
   signer: 'idp' | 'unknown-key' | 'unknown-key-idp-kid' | 'none';
+  /** the request's DPoP proof: none, by the key the ID-JAG is bound to, or by another key */
+  proof: 'none' | 'bound-key' | 'other-key';
 }
 
 interface CaseContext {
   now: number;
   issuer: string;
   scopes: ScopePlan;
+  /** the thumbprint of the client's DPoP key, which the DPoP cases bind their ID-JAGs to */
+  jkt: string;
 }
 
 interface CaseSpec {
@@ -145,6 +156,8 @@ interface CaseSpec {
   errors?: string[];
   /** the same ID-JAG is presented twice: the first must be accepted, the verdict is on the second */
   replay?: boolean;
+  /** the same DPoP proof comes with two fresh ID-JAGs: the first must be accepted, the verdict is on the second */
+  proofReplay?: boolean;
   /** a 200 that grants only the ID-JAG's scopes is conformant too (RFC 6749 §3.3 lets an AS narrow scope) */
   narrowingPasses?: boolean;
 }
@@ -218,6 +231,34 @@ export const AS_CASES: readonly CaseSpec[] = [
   },
 ];
 
+const bound = (d: Draft, ctx: CaseContext, proof: Draft['proof']): Draft => ({ ...withClaims(d, { cnf: { jkt: ctx.jkt } }), proof });
+/** A bound ID-JAG presented without the right proof is a bad grant, or a bad proof: either answer is conformant. */
+const BINDING_ERRORS = ['invalid_grant', 'invalid_dpop_proof'];
+
+/**
+ * The DPoP cases (run with the `dpop` option): ID-JAGs bound to the client's key, as idjag issues them after a
+ * token exchange that carried a DPoP proof. An AS that does not support DPoP at all may refuse every bound
+ * ID-JAG: the acceptance is advice, the refusals are required (a bound ID-JAG must never be usable without its key).
+ */
+export const DPOP_CASES: readonly CaseSpec[] = [
+  {
+    id: 'dpop-bound', title: 'an ID-JAG bound to the client\'s DPoP key (cnf.jkt), with a proof by that key', expected: 'accepted', required: false,
+    section: 'draft §9.8.1.2; RFC 9449 §4.3, §5', tweak: (d, ctx) => bound(d, ctx, 'bound-key'),
+  },
+  {
+    id: 'dpop-no-proof', title: 'an ID-JAG bound to a DPoP key, presented without a DPoP proof', expected: 'rejected', required: true,
+    section: 'draft §9.8.1.2; RFC 9449 §5', errors: BINDING_ERRORS, tweak: (d, ctx) => bound(d, ctx, 'none'),
+  },
+  {
+    id: 'dpop-other-key', title: 'an ID-JAG bound to a DPoP key, with a valid proof by another key', expected: 'rejected', required: true,
+    section: 'draft §9.8.1.2; RFC 9449 §4.3', errors: BINDING_ERRORS, tweak: (d, ctx) => bound(d, ctx, 'other-key'),
+  },
+  {
+    id: 'dpop-proof-replay', title: 'the DPoP proof of an accepted request presented again, with a fresh bound ID-JAG', expected: 'rejected', required: false,
+    section: 'RFC 9449 §11.1', errors: ['invalid_dpop_proof', 'invalid_grant'], proofReplay: true, tweak: (d, ctx) => bound(d, ctx, 'bound-key'),
+  },
+];
+
 interface ScopePlan {
   /** every scope of the valid ID-JAG */
   all: string[];
@@ -259,6 +300,7 @@ function validDraft(options: AsConformanceOptions, ctx: CaseContext): Draft {
     },
     params: options.resource ? { resource: options.resource } : {},
     signer: 'idp',
+    proof: 'none',
   };
 }
 
@@ -268,6 +310,8 @@ interface Keys {
   idp: Key;
   /** a fresh key of the IdP's algorithm that no JWKS publishes */
   unknown: Key;
+  /** with `dpop`: the client's DPoP key, which bound ID-JAGs name, and another one */
+  dpop?: { bound: DpopSession; other: DpopSession };
 }
 
 const b64 = (value: object) => Buffer.from(JSON.stringify(value)).toString('base64url');
@@ -321,7 +365,7 @@ function basicAuth(id: string, secret: string): string {
   return `Basic ${Buffer.from(`${enc(id)}:${enc(secret)}`).toString('base64')}`;
 }
 
-async function present(options: AsConformanceOptions, assertion: string, params: Record<string, string>): Promise<Answer> {
+async function present(options: AsConformanceOptions, assertion: string, params: Record<string, string>, proof?: string): Promise<Answer> {
   const doFetch = options.fetch ?? fetch;
   try {
     const res = await doFetch(options.tokenEndpoint, {
@@ -330,6 +374,7 @@ async function present(options: AsConformanceOptions, assertion: string, params:
         'content-type': 'application/x-www-form-urlencoded',
         accept: 'application/json',
         authorization: basicAuth(options.clientId, options.clientSecret),
+        ...(proof === undefined ? {} : { dpop: proof }),
       },
       body: new URLSearchParams({ grant_type: JWT_BEARER, assertion, ...params }).toString(),
       // a token endpoint answers; it never sends the client elsewhere
@@ -423,17 +468,37 @@ function judge(spec: CaseSpec, a: Answer, scopes: ScopePlan): Verdict {
 
 const reported = (a: Answer): Exchange => ({ status: a.status, body: typeof a.body === 'string' ? shortenText(a.body) : shortenTokens(a.body) });
 
-async function runCase(spec: CaseSpec, options: AsConformanceOptions, keys: Keys, scopes: ScopePlan): Promise<CaseResult> {
-  const ctx: CaseContext = { now: Math.floor(Date.now() / 1000), issuer: options.issuer, scopes };
+/** The request's DPoP proof, by the key the case says, made for the AS's token endpoint (RFC 9449 §4.2). */
+async function proofFor(draft: Draft, keys: Keys, tokenEndpoint: string): Promise<{ proof: string | undefined; summary: string | undefined }> {
+  if (!keys.dpop) return { proof: undefined, summary: undefined };
+  if (draft.proof === 'none') return { proof: undefined, summary: 'none' };
+  const session = draft.proof === 'bound-key' ? keys.dpop.bound : keys.dpop.other;
+  return {
+    proof: await session.buildProof({ htm: 'POST', htu: tokenEndpoint }),
+    summary: `signed by ${draft.proof === 'bound-key' ? 'the key the ID-JAG is bound to' : 'another key'} (jkt ${session.thumbprint})`,
+  };
+}
+
+/** Signs a case's ID-JAG and makes its proof: a fresh ID-JAG (and `jti`) and a fresh proof each time. */
+async function prepare(spec: CaseSpec, options: AsConformanceOptions, keys: Keys, ctx: CaseContext) {
   const draft = spec.tweak(validDraft(options, ctx), ctx);
   const signed = await sign(draft, keys);
+  const { proof, summary } = await proofFor(draft, keys, options.tokenEndpoint);
   const request: RequestSummary = {
     header: signed.header, claims: signed.claims, assertion: shortenToken(signed.jwt), params: draft.params,
     clientAuth: `client_secret_basic as ${options.clientId}`,
+    ...(summary === undefined ? {} : { dpop: summary }),
   };
+  return { draft, signed, proof, request };
+}
+
+async function runCase(spec: CaseSpec, options: AsConformanceOptions, keys: Keys, scopes: ScopePlan): Promise<CaseResult> {
+  const ctx: CaseContext = { now: Math.floor(Date.now() / 1000), issuer: options.issuer, scopes, jkt: keys.dpop?.bound.thumbprint ?? '' };
+  if (spec.proofReplay) return runProofReplay(spec, options, keys, ctx);
+  const { draft, signed, proof, request } = await prepare(spec, options, keys, ctx);
   let first: Answer | undefined;
   if (spec.replay) {
-    first = await present(options, signed.jwt, draft.params);
+    first = await present(options, signed.jwt, draft.params, proof);
     if (!issuedToken(first)) {
       // without a first success there is nothing to replay: the case proves nothing, so it cannot pass
       const verdict = { pass: false, warnings: [], note: `the first presentation was not accepted (${describeAnswer(first)}), so replay protection could not be observed` };
@@ -441,8 +506,23 @@ async function runCase(spec: CaseSpec, options: AsConformanceOptions, keys: Keys
       return { ...unobserved, actual: `first presentation ${unobserved.actual}` };
     }
   }
-  const answer = await present(options, signed.jwt, draft.params);
+  const answer = await present(options, signed.jwt, draft.params, proof);
   return result(spec, request, answer, judge(spec, answer, scopes), first);
+}
+
+/** The proof of an accepted request again, with another fresh ID-JAG: only remembering proofs can refuse it. */
+async function runProofReplay(spec: CaseSpec, options: AsConformanceOptions, keys: Keys, ctx: CaseContext): Promise<CaseResult> {
+  const earlier = await prepare(spec, options, keys, ctx);
+  const first = await present(options, earlier.signed.jwt, earlier.draft.params, earlier.proof);
+  const again = await prepare(spec, options, keys, ctx);
+  const request = { ...again.request, dpop: `the proof of the first presentation again (${earlier.request.dpop ?? 'none'})` };
+  if (!issuedToken(first)) {
+    const verdict = { pass: false, warnings: [], note: `the first presentation was not accepted (${describeAnswer(first)}), so replay protection could not be observed` };
+    const unobserved = result(spec, request, first, verdict, undefined);
+    return { ...unobserved, actual: `first presentation ${unobserved.actual}` };
+  }
+  const answer = await present(options, again.signed.jwt, again.draft.params, earlier.proof);
+  return result(spec, request, answer, judge(spec, answer, ctx.scopes), first);
 }
 
 function result(spec: CaseSpec, request: RequestSummary, answer: Answer, verdict: Verdict, first: Answer | undefined): CaseResult {
@@ -486,12 +566,13 @@ async function resolveScopes(options: AsConformanceOptions): Promise<{ scopes: s
   return discovered ? { scopes: discovered, source: 'metadata' } : { scopes: [], source: 'none' };
 }
 
-async function loadKeys(idp: ConformanceIdp): Promise<Keys> {
+async function loadKeys(idp: ConformanceIdp, dpop: boolean): Promise<Keys> {
   const { alg, privateJwk } = idp.signingKey;
   const crv = privateJwk.crv;
   return {
     idp: await importJWK(privateJwk, alg),
     unknown: (await generateKeyPair(alg, crv ? { crv } : {})).privateKey,
+    ...(dpop ? { dpop: { bound: await DpopSession.create(), other: await DpopSession.create() } } : {}),
   };
 }
 
@@ -504,6 +585,9 @@ function runNotes(cases: CaseResult[], scopes: ScopePlan, source: AsConformanceR
     notes.push(`fewer than two scopes${source === 'none' ? ' (none given, none in the AS metadata)' : ''}: scope-beyond asks for ${UNGRANTED_SCOPE}, which an AS may drop only because it does not know it; give --scope with two or more scopes for a sharper test`);
   }
   if (!resource) notes.push('no resource given: the ID-JAGs name no MCP server, so an AS that needs one rejects the valid case');
+  if (cases.find((c) => c.id === 'dpop-bound')?.pass === false) {
+    notes.push('the ID-JAG bound to the client\'s DPoP key was rejected even with a proof by that key: the AS may not support DPoP; refusing every bound ID-JAG is safe, and the other DPoP cases then show only that');
+  }
   return notes;
 }
 
@@ -514,11 +598,11 @@ function runNotes(cases: CaseResult[], scopes: ScopePlan, source: AsConformanceR
  */
 export async function runAsConformance(options: AsConformanceOptions): Promise<AsConformanceReport> {
   const started = Date.now();
-  const keys = await loadKeys(options.idp);
+  const keys = await loadKeys(options.idp, options.dpop === true);
   const { scopes: list, source } = await resolveScopes(options);
   const scopes = planScopes(list);
   const cases: CaseResult[] = [];
-  for (const spec of AS_CASES) cases.push(await runCase(spec, options, keys, scopes));
+  for (const spec of options.dpop ? [...AS_CASES, ...DPOP_CASES] : AS_CASES) cases.push(await runCase(spec, options, keys, scopes));
   const failed = cases.filter((c) => !c.pass);
   const requiredFailed = failed.filter((c) => c.required).length;
   return {

@@ -14,7 +14,7 @@ import { idjagConformanceIdp } from './idjag-idp.ts';
  * Exit codes: 0 every required case passed, 1 a required case failed, 2 the kit could not run (usage, setup).
  */
 const USAGE = `usage: npm run conformance -- as --token-endpoint URL --issuer ISSUER --client-id ID --client-secret SECRET
-                                  [--resource URL] [--scope "a b"] [--subject SUB] [--email EMAIL]
+                                  [--resource URL] [--scope "a b"] [--subject SUB] [--email EMAIL] [--dpop]
                                   [--json] [--timeout SECONDS] [--database FILE|URL] [--idp-issuer URL]
 
   as                 check a Resource AS's JWT-bearer grant with valid and faulty ID-JAGs signed by idjag
@@ -25,6 +25,8 @@ const USAGE = `usage: npm run conformance -- as --token-endpoint URL --issuer IS
   --resource         the MCP server the tokens are for (the ID-JAG's resource and the request's)
   --scope            scopes the ID-JAG grants (default: the AS metadata's scopes_supported)
   --subject, --email the ID-JAG's sub (default idjag-conformance-kit) and email
+  --dpop             also check ID-JAGs bound to the client's DPoP key (cnf.jkt): with a proof by that key,
+                     without a proof, with another key's proof, and a proof presented twice
   --json             print the report as JSON instead of text
   --timeout          seconds to wait for each answer (default 15)
   --database         idjag's database, which holds its ID-JAG signing key (env DATABASE_URL or DATABASE, default ./data/idjag.db)
@@ -42,6 +44,7 @@ const flags = {
   scope: { type: 'string' },
   subject: { type: 'string' },
   email: { type: 'string' },
+  dpop: { type: 'boolean' },
   json: { type: 'boolean' },
   timeout: { type: 'string' },
   database: { type: 'string' },
@@ -102,6 +105,7 @@ function targetOptions(values: Values): Omit<AsConformanceOptions, 'idp'> {
     ...(values.scope !== undefined ? { scope: values.scope } : {}),
     ...(values.subject !== undefined ? { subject: values.subject } : {}),
     ...(values.email !== undefined ? { email: values.email } : {}),
+    ...(values.dpop ? { dpop: true } : {}),
     ...(timeout !== undefined ? { timeoutMs: timeout } : {}),
   };
 }

@@ -220,6 +220,14 @@ export interface RateLimitsTable {
   expire: number | null;
 }
 
+/** DPoP proofs the token exchange accepted (migration 0009), until they would be stale: its replay store. */
+export interface DpopProofsTable {
+  /** a hash of the proof's key thumbprint and jti */
+  id: string;
+  /** epoch seconds */
+  expires_at: number;
+}
+
 export type LoginEvent = 'succeeded' | 'failed' | 'throttled';
 
 /** The sign-in audit trail: every success, failure and throttled attempt at the login form. */
@@ -262,6 +270,7 @@ export interface Schema {
   demo_todos: DemoTodosTable;
   rate_limits: RateLimitsTable;
   login_events: LoginEventsTable;
+  dpop_proofs: DpopProofsTable;
 }
 
 export type { Generated };

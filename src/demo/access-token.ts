@@ -21,6 +21,8 @@ export interface Caller {
   email: string | undefined;
   /** the client's id at the demo Resource AS */
   clientId: string;
+  /** a DPoP-bound token's key (`cnf.jkt`, RFC 9449 §6): only a proof by that key may present it */
+  jkt: string | undefined;
 }
 
 const invalidToken = (description: string) => new OAuthError(OAuthErrorCode.InvalidToken, description);
@@ -57,6 +59,7 @@ export async function verifyAccessToken(token: string, trust: AccessTokenTrust):
     sub,
     email: typeof payload.email === 'string' ? payload.email : undefined,
     clientId: String(payload.client_id),
+    jkt: boundKey(payload.cnf),
   };
   return {
     token,
@@ -87,6 +90,14 @@ function checkShape(token: string, trust: AccessTokenTrust) {
   if (claims.iss !== trust.asIssuer) {
     throw invalidToken(`the access token was issued by ${typeof claims.iss === 'string' ? claims.iss : 'no iss'}; this MCP server accepts only tokens from ${trust.asIssuer}`);
   }
+}
+
+/** RFC 7800 `cnf` with RFC 9449 §6.1's `jkt`: this server knows no other confirmation method, so refuses one. */
+function boundKey(cnf: unknown): string | undefined {
+  if (cnf === undefined) return undefined;
+  const jkt = cnf && typeof cnf === 'object' ? (cnf as Record<string, unknown>).jkt : undefined;
+  if (typeof jkt !== 'string' || jkt === '') throw invalidToken('the access token\'s cnf claim names no DPoP key (jkt); this MCP server accepts DPoP-bound tokens only');
+  return jkt;
 }
 
 function keysUnavailable(err: unknown): boolean {

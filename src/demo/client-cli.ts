@@ -9,6 +9,9 @@ const USAGE = `usage: npm run demo:client [-- options]
   --username <name>   sign in through the login form instead of the browser (with --password)
   --password <pw>
   --todo <text>       the todo to add
+  --dpop              prove possession of a DPoP key (RFC 9449) at every step: the IdP binds the ID-JAG to
+                      it (cnf.jkt), the Resource AS requires a proof by that key and binds the access token,
+                      and the MCP server takes it only as "Authorization: DPoP" with a proof per request
   --conformance       steps 2-4 only, as the MCP conformance suite runs a client
                       (scenario auth/cross-app-access-complete-flow): step 1's ID Token, the IdP's token
                       endpoint and the client's credentials come from $MCP_CONFORMANCE_CONTEXT (JSON), the
@@ -30,6 +33,7 @@ async function main(): Promise<number> {
         username: { type: 'string' },
         password: { type: 'string' },
         todo: { type: 'string' },
+        dpop: { type: 'boolean' },
         conformance: { type: 'boolean' },
         help: { type: 'boolean' },
       },
@@ -44,6 +48,10 @@ async function main(): Promise<number> {
     console.log(USAGE);
     return 0;
   }
+  if (values.conformance && values.dpop) {
+    console.error(`--dpop is for the demo run; the conformance scenario runs without DPoP\n\n${USAGE}`);
+    return 2;
+  }
   if (values.conformance) return conformance(positionals);
   if (positionals.length) {
     console.error(`unexpected argument ${positionals[0]} (the MCP server is --mcp <url>; a bare URL only with --conformance)\n\n${USAGE}`);
@@ -52,7 +60,7 @@ async function main(): Promise<number> {
   const issuer = values.issuer ?? process.env.ISSUER ?? 'http://localhost:3000';
   try {
     await runDemoClient({
-      issuer, mcpUrl: values.mcp, username: values.username, password: values.password, todo: values.todo,
+      issuer, mcpUrl: values.mcp, username: values.username, password: values.password, todo: values.todo, dpop: values.dpop,
       log: (line) => console.log(line),
     });
     return 0;

@@ -1,6 +1,6 @@
 import {
-  Client, CrossAppAccessProvider, discoverAndRequestJwtAuthGrant, discoverAuthorizationServerMetadata,
-  requestJwtAuthorizationGrant, StreamableHTTPClientTransport, type CallToolResult, type FetchLike,
+  Client, CrossAppAccessProvider, discoverAndRequestJwtAuthGrant, discoverAuthorizationServerMetadata, DpopSession,
+  requestJwtAuthorizationGrant, StreamableHTTPClientTransport, type CallToolResult, type CrossAppAccessProviderOptions, type FetchLike,
 } from '@modelcontextprotocol/client';
 import { decodeJwt, type JWTPayload } from 'jose';
 import { DEMO_AGENT, DEMO_AS_CLIENT } from './seeded.ts';
@@ -19,6 +19,8 @@ export interface DemoClientOptions {
   password?: string | undefined;
   /** the todo to add */
   todo?: string | undefined;
+  /** prove possession of a DPoP key at every step (RFC 9449): the ID-JAG and the access token are bound to it */
+  dpop?: boolean | undefined;
   log?: Log | undefined;
   browserTimeoutMs?: number | undefined;
 }
@@ -34,6 +36,8 @@ export interface DemoClientResult {
   idJag: JWTPayload;
   accessToken: JWTPayload;
   calls: ToolCall[];
+  /** with `dpop`: the RFC 7638 thumbprint of the client's DPoP key, which the ID-JAG and the access token name */
+  dpopJkt?: string;
   /** every HTTP request the client made, in order, unredacted */
   exchanges: HttpExchange[];
 }
@@ -139,6 +143,49 @@ interface Grant {
   idpClient: { clientId: string; clientSecret?: string | undefined };
   /** the client at the Resource AS (client_secret_basic there) */
   asClient: { clientId: string; clientSecret: string };
+  /** the client's DPoP key, when it proves possession of one */
+  dpop?: DpopSession | undefined;
+}
+
+/**
+ * The official client's provider, with a DPoP key: the SDK then sends a proof with the JWT-bearer request to the
+ * Resource AS (and retries with its nonce), and presents a DPoP-bound access token with the DPoP scheme and a
+ * proof per request (RFC 9449 §5, §7).
+ */
+class DpopCrossAppAccessProvider extends CrossAppAccessProvider {
+  readonly #session: DpopSession;
+
+  constructor(options: CrossAppAccessProviderOptions, session: DpopSession) {
+    super(options);
+    this.#session = session;
+  }
+
+  dpop(): DpopSession {
+    return this.#session;
+  }
+}
+
+/**
+ * The SDK signs its own token requests with the provider's DPoP key, but not the ID-JAG request to the IdP: this
+ * fetch adds the proof to that POST (RFC 9449 §5, with `htu` the IdP's token endpoint), and retries once with
+ * the IdP's nonce when it asks for one (§8), as the SDK does at the Resource AS.
+ */
+function withExchangeProof(session: DpopSession, fetchFn: FetchLike): FetchLike {
+  return async (url, init) => {
+    if ((init?.method ?? 'GET').toUpperCase() !== 'POST') return fetchFn(url, init);
+    const send = async () => {
+      const headers = new Headers(init?.headers);
+      headers.set('DPoP', await session.buildProof({ htm: 'POST', htu: String(url) }));
+      return fetchFn(url, { ...init, headers });
+    };
+    let res = await send();
+    if (res.status === 400 && (await res.clone().json().catch(() => ({})) as { error?: unknown }).error === 'use_dpop_nonce') {
+      session.observeNonce(res, String(url));
+      res = await send();
+    }
+    session.observeNonce(res, String(url));
+    return res;
+  };
 }
 
 /** The connected MCP client, for step 4. */
@@ -159,9 +206,13 @@ async function connectWithIdJag(flow: Flow, p: Parties, g: Grant, use: (session:
     'With the official MCP client: StreamableHTTPClientTransport + CrossAppAccessProvider. The first request has no token;',
     'the 401 names the protected resource metadata, which names the Resource AS. The provider then asks the IdP for an',
     'ID-JAG (step 2), trades it at the Resource AS for an access token (step 3), and the transport retries (step 4).');
+  if (g.dpop) {
+    log(`  With DPoP (RFC 9449): every request of steps 2 to 4 carries a proof by the client's ${g.dpop.alg} key, thumbprint`
+      + ` ${g.dpop.thumbprint}; the ID-JAG and the access token name that key (cnf.jkt).`);
+  }
   flow.step = 4;
   let idJag: string | undefined;
-  const provider = new CrossAppAccessProvider({
+  const options: CrossAppAccessProviderOptions = {
     clientId: g.asClient.clientId,
     clientSecret: g.asClient.clientSecret,
     clientName: 'idjag demo client',
@@ -180,7 +231,7 @@ async function connectWithIdJag(flow: Flow, p: Parties, g: Grant, use: (session:
         clientId: g.idpClient.clientId,
         ...(g.idpClient.clientSecret !== undefined ? { clientSecret: g.idpClient.clientSecret } : {}),
         ...(ctx.scope ? { scope: ctx.scope } : {}),
-        fetchFn: ctx.fetchFn,
+        fetchFn: g.dpop ? withExchangeProof(g.dpop, ctx.fetchFn) : ctx.fetchFn,
       };
       const grant = 'issuer' in g.idp
         ? await discoverAndRequestJwtAuthGrant({ ...request, idpUrl: g.idp.issuer })
@@ -188,15 +239,16 @@ async function connectWithIdJag(flow: Flow, p: Parties, g: Grant, use: (session:
       idJag = grant.jwtAuthGrant;
       flow.step = 3;
       log('');
-      log('  Got the ID-JAG; the provider now presents it to the Resource AS (client_secret_basic, its own credentials there):');
+      log(`  Got the ID-JAG; the provider now presents it to the Resource AS (client_secret_basic, its own credentials there${g.dpop ? ', and a DPoP proof by the same key' : ''}):`);
       return grant.jwtAuthGrant;
     },
-  });
+  };
+  const provider = g.dpop ? new DpopCrossAppAccessProvider(options, g.dpop) : new CrossAppAccessProvider(options);
   // a failure after the access token was obtained is the MCP server's (step 4), not the AS's. The transport lends
   // this fetch to the SDK's auth() too: the JWT-bearer grant (Basic, to the AS) goes through here as well
   const toMcp: FetchLike = (url, init) => {
     const authorization = new Headers(init?.headers).get('authorization');
-    if (/^bearer /i.test(authorization ?? '') && new URL(String(url)).origin === new URL(p.mcpUrl).origin) flow.step = 4;
+    if (/^(bearer|dpop) /i.test(authorization ?? '') && new URL(String(url)).origin === new URL(p.mcpUrl).origin) flow.step = 4;
     return flow.fetch(url, init);
   };
   const transport = new StreamableHTTPClientTransport(new URL(p.mcpUrl), { authProvider: provider, fetch: toMcp });
@@ -240,6 +292,8 @@ export async function runDemoClient(options: DemoClientOptions): Promise<DemoCli
   }
   const parties = { issuer, asIssuer, mcpUrl };
   const flow = new Flow(log, parties, hint);
+  // one key for the whole run: the official client's DPoP session (a fresh, non-extractable ES256 key)
+  const dpop = options.dpop ? await DpopSession.create() : undefined;
 
   heading(log, `Step 1 · Sign in at the IdP ${issuer}`,
     `OpenID Connect authorization code flow with PKCE, as client ${DEMO_AGENT.clientId}. The client keeps the ID Token.`);
@@ -257,13 +311,18 @@ export async function runDemoClient(options: DemoClientOptions): Promise<DemoCli
     idp: { issuer },
     idpClient: { clientId: DEMO_AGENT.clientId, clientSecret: DEMO_AGENT.clientSecret },
     asClient: { clientId: DEMO_AS_CLIENT.clientId, clientSecret: DEMO_AS_CLIENT.clientSecret },
+    dpop,
   }, async ({ call }) => {
     await call('list_todos');
     await call('add_todo', { text: options.todo ?? 'Try the whole Enterprise-Managed Authorization flow' });
     await call('list_todos');
   });
-  heading(log, 'Done', 'The tools saw the user the IdP signed in: the ID-JAG\'s sub and email, carried into the access token.');
-  return { idToken: signedIn.claims, idJag: decodeJwt(idJag), accessToken: decodeJwt(accessToken), calls, exchanges: flow.exchanges };
+  heading(log, 'Done', 'The tools saw the user the IdP signed in: the ID-JAG\'s sub and email, carried into the access token.',
+    ...(dpop ? [`Both tokens were bound to the client's DPoP key (cnf.jkt ${dpop.thumbprint}): copied without the key, neither is of any use.`] : []));
+  return {
+    idToken: signedIn.claims, idJag: decodeJwt(idJag), accessToken: decodeJwt(accessToken), calls, exchanges: flow.exchanges,
+    ...(dpop ? { dpopJkt: dpop.thumbprint } : {}),
+  };
 }
 
 // ---------------------------------------------------------------------------------------------------------

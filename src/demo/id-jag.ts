@@ -26,6 +26,8 @@ export interface VerifiedIdJag {
   resources: string[] | undefined;
   scopes: string[];
   email: string | undefined;
+  /** the DPoP key the IdP bound it to (`cnf.jkt`, draft §9.8.1), if it did */
+  jkt: string | undefined;
   claims: JWTPayload;
 }
 
@@ -136,8 +138,17 @@ function requiredClaims(claims: JWTPayload): VerifiedIdJag {
     resources: resourceClaim(claims.resource),
     scopes: scopeClaim(claims.scope),
     email: typeof claims.email === 'string' ? claims.email : undefined,
+    jkt: cnfClaim(claims.cnf),
     claims,
   };
+}
+
+/** RFC 7800 `cnf`: this AS knows RFC 9449's `jkt` only, and refuses a binding it cannot check rather than ignore it. */
+function cnfClaim(cnf: unknown): string | undefined {
+  if (cnf === undefined) return undefined;
+  const jkt = cnf && typeof cnf === 'object' && !Array.isArray(cnf) ? (cnf as Record<string, unknown>).jkt : undefined;
+  if (typeof jkt !== 'string' || jkt === '') throw invalidGrant("the ID-JAG's cnf claim names no DPoP key (jkt), the only confirmation method this AS can check");
+  return jkt;
 }
 
 function resourceClaim(resource: unknown): string[] | undefined {

@@ -8,8 +8,13 @@ import type { Context, Middleware } from 'koa';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { DB } from '../db/index.ts';
+import { DPOP_ALGS, DpopProofError, replayKeepUntil, replayKey, singleProof, verifyDpopProof } from '../dpop/proof.ts';
 import { verifyAccessToken, type AccessTokenTrust, type Caller } from './access-token.ts';
+import { JtiStore } from './store.ts';
 import { TodoStore, type Todo } from './todos.ts';
+
+/** DPoP proofs are made right before their request (RFC 9449 §11.1): older ones are refused. */
+const PROOF_MAX_AGE = 60;
 
 export const TODOS_READ = 'todos.read';
 export const TODOS_WRITE = 'todos.write';
@@ -58,6 +63,7 @@ export function demoMcpServer(options: DemoMcpServerOptions): DemoMcpServer {
   };
   const challenge = new Challenges(resourceMetadataUrl);
   const todos = new TodoStore(options.db);
+  const proofs: ProofCheck = { resource, skew: trust.skew, seen: new JtiStore(options.db, trust.skew) };
   const onerror = (err: Error) => options.log?.debug({ err }, 'demo MCP server: request rejected or failed');
   // One server instance per request, built for the caller the gate authenticated (stateless serving).
   const handler = createMcpHandler(({ authInfo }) => todoServer(todos, callerOf(authInfo)), { onerror });
@@ -68,13 +74,16 @@ export function demoMcpServer(options: DemoMcpServerOptions): DemoMcpServer {
     scopes_supported: SCOPES,
     bearer_methods_supported: ['header'],
     resource_name: 'idjag demo todo MCP server',
+    // RFC 9728 §2: DPoP-bound tokens are accepted (and Bearer ones too)
+    dpop_signing_alg_values_supported: DPOP_ALGS,
+    dpop_bound_access_tokens_required: false,
   };
 
   const middleware: Middleware = async (ctx, next) => {
     if (ctx.path === metadataPath) return protectedResourceMetadata(ctx, metadata);
     if (ctx.path !== path) return next();
     if (!originAllowed(ctx, resource)) return;
-    const authInfo = await authenticate(ctx, trust, challenge, options.log);
+    const authInfo = await authenticate(ctx, trust, proofs, challenge, options.log);
     if (!authInfo) return;
     // The SDK answers on the raw Node response (JSON or an SSE stream) and reads the body itself.
     ctx.respond = false;
@@ -121,10 +130,62 @@ class Challenges {
     return `Bearer resource_metadata="${this.#metadataUrl}", scope="${SCOPES.join(' ')}"`;
   }
 
-  failed(error: string, description: string): string {
+  failed(error: string, description: string, scheme: 'Bearer' | 'DPoP' = 'Bearer'): string {
     // RFC 6750 §3: error_description allows neither '"' nor '\\', even escaped
     const quoted = description.replaceAll(/["\\]/g, "'").replaceAll(/[^\x20-\x7e]/g, ' ');
-    return `Bearer error="${error}", error_description="${quoted}", resource_metadata="${this.#metadataUrl}"`;
+    // RFC 9449 §7.1: a DPoP challenge names the algorithms a proof may use
+    const algs = scheme === 'DPoP' ? `, algs="${DPOP_ALGS.join(' ')}"` : '';
+    return `${scheme} error="${error}", error_description="${quoted}"${algs}, resource_metadata="${this.#metadataUrl}"`;
+  }
+}
+
+/** What a DPoP-bound token's proof is checked against: this resource, and the proofs already seen (replay). */
+interface ProofCheck {
+  resource: string;
+  skew: number;
+  seen: JtiStore;
+}
+
+/** A request the gate refuses: the status, the OAuth error and the challenge scheme it answers with. */
+class Refusal extends Error {
+  readonly status: number;
+  readonly error: string;
+  readonly scheme: 'Bearer' | 'DPoP';
+
+  constructor(error: string, description: string, scheme: 'Bearer' | 'DPoP', status = 401) {
+    super(description);
+    this.error = error;
+    this.scheme = scheme;
+    this.status = status;
+  }
+}
+
+/**
+ * RFC 9449 §7: a DPoP-bound token comes with the DPoP scheme and a proof by its key, made for this request
+ * (method, URI, the token's hash in `ath`) and never seen before; a bound token sent as a Bearer token is
+ * refused, since whoever holds it without the key must not be able to use it (§7.1, the draft §9.8.1.2).
+ */
+async function checkPossession(ctx: Context, scheme: 'Bearer' | 'DPoP', token: string, caller: Caller, proofs: ProofCheck): Promise<void> {
+  if (scheme === 'Bearer') {
+    if (caller.jkt !== undefined) {
+      throw new Refusal('invalid_token', 'this access token is DPoP-bound: present it as "Authorization: DPoP <token>" with a DPoP proof signed by its key (RFC 9449 section 7.1)', 'DPoP');
+    }
+    return;
+  }
+  if (caller.jkt === undefined) throw new Refusal('invalid_token', 'this access token is not DPoP-bound: present it as "Authorization: Bearer <token>"', 'Bearer');
+  const now = Math.floor(Date.now() / 1000);
+  let proof;
+  try {
+    const header = singleProof(ctx.req.headersDistinct.dpop);
+    if (header === undefined) throw new DpopProofError('the DPoP header is missing: a DPoP-bound token comes with a proof signed by its key');
+    proof = await verifyDpopProof(header, { htm: ctx.method, htu: proofs.resource, now, maxAge: PROOF_MAX_AGE, skew: proofs.skew, accessToken: token });
+  } catch (err) {
+    if (err instanceof DpopProofError) throw new Refusal(err.error, err.message, 'DPoP');
+    throw err;
+  }
+  if (proof.jkt !== caller.jkt) throw new Refusal('invalid_token', 'the DPoP proof is signed by another key than the one this access token is bound to', 'DPoP');
+  if (!(await proofs.seen.firstUse(`mcp-dpop:${replayKey(proof)}`, replayKeepUntil(proof, PROOF_MAX_AGE), now))) {
+    throw new Refusal('invalid_dpop_proof', 'this DPoP proof was already used; sign a new proof for every request', 'DPoP');
   }
 }
 
@@ -132,7 +193,7 @@ class Challenges {
  * The gate in front of every MCP request: a valid access token for this resource, or the answer RFC 6750
  * prescribes. Scopes are checked per tool (each tool's scope challenge), so a read-only token still lists.
  */
-async function authenticate(ctx: Context, trust: AccessTokenTrust, challenge: Challenges, log: DemoMcpServerOptions['log']): Promise<AuthInfo | undefined> {
+async function authenticate(ctx: Context, trust: AccessTokenTrust, proofs: ProofCheck, challenge: Challenges, log: DemoMcpServerOptions['log']): Promise<AuthInfo | undefined> {
   ctx.set('Cache-Control', 'no-store');
   const header = ctx.get('authorization');
   if (!header) {
@@ -141,20 +202,30 @@ async function authenticate(ctx: Context, trust: AccessTokenTrust, challenge: Ch
     ctx.body = { error_description: `this MCP server needs a Bearer access token from ${trust.asIssuer}; see the resource_metadata in WWW-Authenticate` };
     return undefined;
   }
-  const m = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i.exec(header);
+  const m = /^(Bearer|DPoP) +([A-Za-z0-9\-._~+/]+=*) *$/i.exec(header);
   if (!m) {
-    const description = 'the Authorization header is not "Bearer <access token>" (RFC 6750 section 2.1)';
+    const description = 'the Authorization header is not "Bearer <access token>" (RFC 6750 section 2.1) or "DPoP <access token>" (RFC 9449 section 7.1)';
     ctx.status = 400;
     ctx.set('WWW-Authenticate', challenge.failed('invalid_request', description));
     ctx.body = { error: 'invalid_request', error_description: description };
     return undefined;
   }
+  const scheme = m[1]!.toLowerCase() === 'dpop' ? 'DPoP' : 'Bearer';
+  const token = m[2]!;
   try {
-    return await verifyAccessToken(m[1]!, trust);
+    const authInfo = await verifyAccessToken(token, trust);
+    await checkPossession(ctx, scheme, token, callerOf(authInfo), proofs);
+    return authInfo;
   } catch (err) {
+    if (err instanceof Refusal) {
+      ctx.status = err.status;
+      ctx.set('WWW-Authenticate', challenge.failed(err.error, err.message, err.scheme));
+      ctx.body = { error: err.error, error_description: err.message };
+      return undefined;
+    }
     if (err instanceof OAuthError && err.code === OAuthErrorCode.InvalidToken) {
       ctx.status = 401;
-      ctx.set('WWW-Authenticate', challenge.failed(err.code, err.message));
+      ctx.set('WWW-Authenticate', challenge.failed(err.code, err.message, scheme));
       ctx.body = { error: err.code, error_description: err.message };
       return undefined;
     }

@@ -5,6 +5,7 @@ import { createRemoteJWKSet, SignJWT } from 'jose';
 import type { Context, Middleware } from 'koa';
 import type { Logger } from 'pino';
 import type { DB } from '../db/index.ts';
+import { DPOP_ALGS, DpopProofError, replayKeepUntil, replayKey, singleProof, verifyDpopProof, type VerifiedProof } from '../dpop/proof.ts';
 import { DemoClientRegistry, parseBasic, type DemoClient } from './clients.ts';
 import { invalidClient, invalidGrant, invalidRequest, OAuthError } from './errors.ts';
 import { splitScope, verifyIdJag, type IdJagTrust, type VerifiedIdJag } from './id-jag.ts';
@@ -50,6 +51,8 @@ export interface DemoResourceAsOptions {
 export type DemoResourceAs = Middleware & { issuer: string };
 
 const FORM_LIMIT = '16kb';
+/** DPoP proofs are made right before their request (RFC 9449 §11.1): older ones are refused. */
+const PROOF_MAX_AGE = 60;
 
 /**
  * The demo Resource AS: RFC 8414 metadata, the RFC 7523 JWT-bearer token endpoint for ID-JAGs (draft §4.4),
@@ -90,15 +93,21 @@ export function demoResourceAs(options: DemoResourceAsOptions): DemoResourceAs {
       rejectOtherClientAuth(form, issuer);
       const request = readGrantRequest(form);
       const now = Math.floor(Date.now() / 1000);
+      const proof = await dpopProof(ctx, `${issuer}/token`, now, skew);
       const idJag = await verifyIdJag(request.assertion, clientId, trust, now);
+      checkBinding(idJag, proof);
       const server = targetServer(request.resource, idJag.resources, servers);
       const scopes = grantedScopes(request.scope, idJag.scopes, server);
       // last: a jti is spent only when a token is issued, so a request that failed above can be corrected
+      if (proof && !(await jtis.firstUse(`dpop:${replayKey(proof)}`, replayKeepUntil(proof, PROOF_MAX_AGE), now))) {
+        throw invalidDpopProof('this DPoP proof was already used; sign a new proof for every request');
+      }
       if (!(await jtis.firstUse(idJag.jti, idJag.exp, now))) {
         throw invalidGrant(`this ID-JAG (jti ${idJag.jti}) was already used; get a fresh one from the IdP`);
       }
-      const accessToken = await signAccessToken(await signingKey(), { issuer, idJag, clientId, resource: server.resource, scopes, now, lifetime });
-      ctx.body = { access_token: accessToken, token_type: 'Bearer', expires_in: lifetime, scope: scopes.join(' ') };
+      const accessToken = await signAccessToken(await signingKey(), { issuer, idJag, clientId, resource: server.resource, scopes, now, lifetime, jkt: proof?.jkt });
+      // RFC 9449 §5: a token requested with a proof is bound to its key, and says so
+      ctx.body = { access_token: accessToken, token_type: proof ? 'DPoP' : 'Bearer', expires_in: lifetime, scope: scopes.join(' ') };
     } catch (err) {
       respondWithError(ctx, err, options.log);
     }
@@ -135,7 +144,36 @@ function metadata(issuer: string, servers: DemoMcpServer[]) {
     authorization_grant_profiles_supported: [ID_JAG_PROFILE],
     token_endpoint_auth_methods_supported: ['client_secret_basic'],
     scopes_supported: [...new Set(servers.flatMap((s) => s.scopes))],
+    // RFC 9449 §5.1: it takes DPoP proofs at its token endpoint, and binds the access token to their key
+    dpop_signing_alg_values_supported: DPOP_ALGS,
   };
+}
+
+const invalidDpopProof = (description: string) => new OAuthError('invalid_dpop_proof', description);
+
+/** The request's DPoP proof, checked (RFC 9449 §4.3, §5), or undefined when it carries none. */
+async function dpopProof(ctx: Context, tokenEndpoint: string, now: number, skew: number): Promise<VerifiedProof | undefined> {
+  try {
+    const proof = singleProof(ctx.req.headersDistinct.dpop);
+    return proof === undefined ? undefined : await verifyDpopProof(proof, { htm: 'POST', htu: tokenEndpoint, now, maxAge: PROOF_MAX_AGE, skew });
+  } catch (err) {
+    if (err instanceof DpopProofError) throw invalidDpopProof(err.message);
+    throw err;
+  }
+}
+
+/**
+ * Draft §9.8.1.2: an ID-JAG the IdP bound to a key (`cnf.jkt`, after a DPoP proof at the token exchange) is good
+ * only with a proof by that same key here; without one, whoever copied the ID-JAG could use it.
+ */
+function checkBinding(idJag: VerifiedIdJag, proof: VerifiedProof | undefined): void {
+  if (idJag.jkt === undefined) return;
+  if (!proof) {
+    throw invalidGrant(`this ID-JAG is bound to a DPoP key (cnf.jkt ${idJag.jkt}): present it with a DPoP proof signed by that key`);
+  }
+  if (proof.jkt !== idJag.jkt) {
+    throw invalidGrant(`the DPoP proof is signed by key ${proof.jkt}, but this ID-JAG is bound to key ${idJag.jkt}`);
+  }
 }
 
 function authorizePage(ctx: Context) {
@@ -247,12 +285,15 @@ interface AccessTokenInput {
   scopes: string[];
   now: number;
   lifetime: number;
+  /** the DPoP key the token is bound to (RFC 9449 §6.1) */
+  jkt: string | undefined;
 }
 
-/** RFC 9068 JWT access token, audience-restricted to the one MCP server. */
+/** RFC 9068 JWT access token, audience-restricted to the one MCP server, and bound to a DPoP key when one was proven. */
 async function signAccessToken(key: DemoSigningKey, t: AccessTokenInput): Promise<string> {
   const carried = t.idJag.email === undefined ? {} : { email: t.idJag.email };
-  return new SignJWT({ client_id: t.clientId, scope: t.scopes.join(' '), ...carried })
+  const bound = t.jkt === undefined ? {} : { cnf: { jkt: t.jkt } };
+  return new SignJWT({ client_id: t.clientId, scope: t.scopes.join(' '), ...carried, ...bound })
     .setProtectedHeader({ alg: key.alg, typ: 'at+jwt', kid: key.kid })
     .setIssuer(t.issuer)
     .setSubject(t.idJag.sub)

@@ -8,6 +8,8 @@ export interface HttpExchange {
   method: string;
   url: string;
   authorization: string | undefined;
+  /** the request's DPoP proof (RFC 9449), if it carried one */
+  dpop: string | undefined;
   requestBody: string;
   status: number;
   wwwAuthenticate: string | undefined;
@@ -140,10 +142,24 @@ function formatBody(body: unknown, url: URL): string {
   return JSON.stringify(redacted, null, 2);
 }
 
+/** A DPoP proof as the tutorial shows it: shortened, then what it says (the key is named by its thumbprint in the tokens). */
+function formatProof(proof: string): string[] {
+  try {
+    const { typ, alg, jwk } = decodeProtectedHeader(proof);
+    const { htm, htu, iat, ath, nonce } = decodeJwt(proof);
+    const claims = { htm, htu, iat, ...(ath === undefined ? {} : { ath: shorten(String(ath)) }), ...(nonce === undefined ? {} : { nonce: shorten(String(nonce)) }) };
+    return [`DPoP: ${shorten(proof)}`, `  proof: header ${JSON.stringify({ typ, alg, jwk: jwk ? `(${jwk.kty} public key)` : undefined })} claims ${JSON.stringify(claims)}`];
+  } catch {
+    return [`DPoP: ${shorten(proof)} (not a JWT)`];
+  }
+}
+
 function formatResponse(res: Response, url: URL, text: string): string[] {
   const lines: string[] = [];
   const challenge = res.headers.get('www-authenticate');
   if (challenge) lines.push(`WWW-Authenticate: ${challenge}`);
+  const nonce = res.headers.get('dpop-nonce');
+  if (nonce) lines.push(`DPoP-Nonce: ${shorten(nonce)}`);
   const location = res.headers.get('location');
   if (location) {
     lines.push(`Location: ${redactUrl(new URL(location, url))}`);
@@ -172,8 +188,10 @@ export function tracingFetch(log: Log, stepOf: StepOf, exchanges: HttpExchange[]
     const requestBody = bodyText(init.body);
     const step = stepOf(method, url, requestBody);
     const authorization = headers.get('authorization') ?? undefined;
+    const dpop = headers.get('dpop') ?? undefined;
     const block = ['', `  [${step}]`, `  → ${method} ${redactUrl(url)}`];
     if (authorization) block.push(`      Authorization: ${redactAuthorization(authorization)}`);
+    if (dpop) block.push(...formatProof(dpop).map((l) => indent(l)));
     block.push(...formatRequestBody(requestBody, headers.get('content-type') ?? '').map((l) => indent(l)));
     let res: Response;
     try {
@@ -185,7 +203,7 @@ export function tracingFetch(log: Log, stepOf: StepOf, exchanges: HttpExchange[]
     }
     const streaming = method === 'GET' && (res.headers.get('content-type') ?? '').includes('text/event-stream');
     const responseBody = streaming ? '' : await res.clone().text();
-    exchanges.push({ step, method, url: url.href, authorization, requestBody, status: res.status, wwwAuthenticate: res.headers.get('www-authenticate') ?? undefined, responseBody });
+    exchanges.push({ step, method, url: url.href, authorization, dpop, requestBody, status: res.status, wwwAuthenticate: res.headers.get('www-authenticate') ?? undefined, responseBody });
     block.push(`  ← ${res.status} ${res.statusText}${streaming ? ' (event stream opened)' : ''}`);
     block.push(...formatResponse(res, url, responseBody).map((l) => indent(l)));
     block.forEach((l) => log(l));

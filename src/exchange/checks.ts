@@ -33,6 +33,8 @@ export type ExchangeErrorCode =
   | 'invalid_scope'
   | 'insufficient_user_authentication'
   | 'invalid_authorization_details'
+  | 'invalid_dpop_proof'
+  | 'use_dpop_nonce'
   | 'temporarily_unavailable';
 
 const D = 'draft-ietf-oauth-identity-assertion-authz-grant';
@@ -67,6 +69,14 @@ export const ID_TOKEN_CHECKS: CheckDef[] = [
   def('id_token.expiry', 'OIDC Core §3.1.3.7 (9)', 'invalid_grant'),
   def('id_token.issued_at', 'OIDC Core §3.1.3.7 (10)', 'invalid_grant'),
   def('id_token.subject', 'OIDC Core §2', 'invalid_grant'),
+];
+
+/**
+ * The request's DPoP proof (RFC 9449; draft §9.8.1): planned only when the request carries one or the client
+ * is registered to always send one, so the checks of an exchange without DPoP are what they always were.
+ */
+export const DPOP_CHECKS: CheckDef[] = [
+  def('dpop_proof', `RFC 9449 §4.3, §5, §8, §11.1; ${D} §9.8.1`, 'invalid_dpop_proof'),
 ];
 
 /**
@@ -110,7 +120,7 @@ export const RATE_LIMIT_CHECK: CheckDef = def('rate_limit', 'RFC 6585 §4 (429 T
 
 /** Every check by name: the audit row stores names and outcomes only, and readers look the rest up here. */
 export const CHECKS_BY_NAME: ReadonlyMap<string, CheckDef> = new Map(
-  [...REQUEST_CHECKS, DETAILS_FORMAT_CHECK, ...ID_TOKEN_CHECKS, ...REFRESH_TOKEN_CHECKS, ...DECISION_CHECKS, DETAILS_TYPES_CHECK, RATE_LIMIT_CHECK, ...RETIRED_CHECKS].map((d) => [d.name, d]),
+  [...REQUEST_CHECKS, ...DPOP_CHECKS, DETAILS_FORMAT_CHECK, ...ID_TOKEN_CHECKS, ...REFRESH_TOKEN_CHECKS, ...DECISION_CHECKS, DETAILS_TYPES_CHECK, RATE_LIMIT_CHECK, ...RETIRED_CHECKS].map((d) => [d.name, d]),
 );
 
 /** Stored checks with what follows from their names: the section behind each and the error its failure answers. */
@@ -133,6 +143,8 @@ const MINIMAL: Record<ExchangeErrorCode, string> = {
   invalid_scope: 'none of the requested scopes may be granted',
   insufficient_user_authentication: 'the user must sign in again',
   invalid_authorization_details: 'the authorization_details are malformed or may not be granted',
+  invalid_dpop_proof: 'the DPoP proof is not valid',
+  use_dpop_nonce: 'the DPoP proof must carry the nonce from the DPoP-Nonce header',
   temporarily_unavailable: 'the IdP could not decide; retry shortly',
 };
 

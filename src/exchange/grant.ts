@@ -1,6 +1,7 @@
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import type { Logger } from 'pino';
 import type { DecisionRecord } from '../audit/index.ts';
+import { firstUseOfProof } from '../db/dpop-proofs.ts';
 import { now, type DB } from '../db/index.ts';
 import { activeKey, type KeySet } from '../oidc/keys.ts';
 import { OAuthError } from '../web/errors.ts';
@@ -11,6 +12,7 @@ import { signingMinter } from './mint.ts';
 import { auditDecision, registeredClient, stageClock, type ExchangeObserver } from './observe.ts';
 import { runExchange, type Outcome } from './pipeline.ts';
 import { databasePorts } from './ports.ts';
+import { headerProof, type DpopNonces, type ProofReplays } from './proof.ts';
 import { ID_JAG, PARAMETERS, REPEATABLE, requestFacts, TOKEN_EXCHANGE, type ExchangeInput, type Params } from './request.ts';
 import { tokenSubjects } from './subject.ts';
 
@@ -34,6 +36,8 @@ export interface ExchangeDeps {
   keys: () => KeySet;
   /** measurements (src/metrics): how long each stage took, and each decision as its audit row is written */
   observe?: ExchangeObserver | undefined;
+  /** server-provided DPoP nonces (RFC 9449 §8), when configured: every proof must then carry a recent one */
+  dpopNonces?: DpopNonces | undefined;
 }
 
 export type RecordBase = Omit<DecisionRecord, 'decision' | 'reason' | 'explanation' | 'checks'>;
@@ -61,7 +65,10 @@ export function recordBase(ctx: KoaContextWithOIDC): RecordBase {
 function inputOf(ctx: KoaContextWithOIDC): ExchangeInput {
   const client = ctx.oidc.client!;
   return {
-    client: { id: client.clientId, authMethod: client.clientAuthMethod ?? 'none', grantTypes: client.grantTypes ?? [], enabled: true },
+    client: {
+      id: client.clientId, authMethod: client.clientAuthMethod ?? 'none', grantTypes: client.grantTypes ?? [], enabled: true,
+      dpopBound: client.dpopBoundAccessTokens === true,
+    },
     params: ctx.oidc.params as Params,
     credentialsInBody: ctx.oidc.params?.client_secret !== undefined && ctx.get('authorization') === '',
   };
@@ -87,8 +94,13 @@ function issuedResponse(outcome: Extract<Outcome, { kind: 'issued' }>): Record<s
   };
 }
 
+/** The token endpoint, as discovery names it: a proof's `htu` must name it so (RFC 9449 §4.3 item 9). */
+export const tokenEndpointOf = (issuer: string): string => `${issuer}/token`;
+
 export function tokenExchangeHandler(deps: ExchangeDeps) {
   const stores = databasePorts(deps.db);
+  const replays: ProofReplays = { firstUse: (key, keepUntil) => firstUseOfProof(deps.db, key, keepUntil, now()) };
+  const htu = tokenEndpointOf(deps.issuer);
   return async function tokenExchange(ctx: KoaContextWithOIDC): Promise<void> {
     const state = exchangeState(ctx);
     state.handled = true;
@@ -98,6 +110,7 @@ export function tokenExchangeHandler(deps: ExchangeDeps) {
       ...stores,
       subjects: tokenSubjects({ issuer: deps.issuer, keys, provider: ctx.oidc.provider }),
       minter: signingMinter(() => activeKey(keys, 'id_jag')),
+      proofs: headerProof({ headers: ctx.req.headersDistinct.dpop, htu, replays, nonces: deps.dpopNonces }),
       issuer: deps.issuer,
       tenant: deps.tenant,
       clock: now,
@@ -117,6 +130,8 @@ export function tokenExchangeHandler(deps: ExchangeDeps) {
       stages.end();
     }
     if (outcome.kind === 'failed') throw unavailable();
+    // RFC 9449 §8: with nonces, every answer hands out a fresh one (a use_dpop_nonce refusal must)
+    if (deps.dpopNonces) ctx.set('DPoP-Nonce', deps.dpopNonces.current(now()));
     if (outcome.kind === 'denied') {
       const r = outcome.rejection;
       if (r.maxAge !== undefined) state.maxAge = r.maxAge;

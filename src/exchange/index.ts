@@ -10,6 +10,7 @@ import { ID_JAG, TOKEN_EXCHANGE } from './request.ts';
 
 export { ID_JAG, TOKEN_EXCHANGE } from './request.ts';
 export { exchangeRefusals } from './refusals.ts';
+export { dpopNonces } from './proof.ts';
 export { EXCHANGE_STAGES, runExchange, type ExchangeStage } from './pipeline.ts';
 export { OBSERVED_STAGES, type ExchangeObserver, type ObservedDecision, type ObservedStage } from './observe.ts';
 export type { ExchangeDeps } from './grant.ts';

@@ -20,6 +20,8 @@ export interface IdJagClaims extends IdentityClaims {
   acr?: string;
   /** the RFC 9396 objects granted */
   authorization_details?: AuthorizationDetail[];
+  /** RFC 7800 confirmation: the DPoP key the client proved possession of at the exchange (draft §9.8.1) */
+  cnf?: { jkt: string };
 }
 
 /** What the exchange established, as the ID-JAG's claims need it. */
@@ -36,6 +38,8 @@ export interface ClaimFacts {
   decision: Pick<Allow, 'rsClientId' | 'scopes'>;
   /** the authorization_details objects granted, when any were requested */
   authorizationDetails?: AuthorizationDetail[] | undefined;
+  /** the thumbprint of the key a DPoP proof showed at the exchange: it binds the ID-JAG */
+  jkt?: string | undefined;
 }
 
 /**
@@ -56,6 +60,7 @@ export function idJagClaims(f: ClaimFacts): IdJagClaims {
     ...(subject.acr ? { acr: subject.acr } : {}),
     ...identityClaims({ issuer: f.issuer, tenant: f.tenant, subject, release: f.resourceServer.release, audSub: f.audSub }),
     ...(f.authorizationDetails?.length ? { authorization_details: f.authorizationDetails } : {}),
+    ...(f.jkt === undefined ? {} : { cnf: { jkt: f.jkt } }),
   };
 }
 

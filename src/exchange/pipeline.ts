@@ -1,11 +1,12 @@
 import type { DecisionRecord } from '../audit/index.ts';
 import type { User } from '../db/users.ts';
 import { decide, type Allow, type Deny, type Rule } from '../policy/index.ts';
-import { CheckList, decisionChecks, DETAILS_TYPES_CHECK, ExchangeRejection, REQUEST_CHECKS } from './checks.ts';
+import { CheckList, decisionChecks, DETAILS_TYPES_CHECK, DPOP_CHECKS, ExchangeRejection, REQUEST_CHECKS } from './checks.ts';
 import { detailTypes, type AuthorizationDetail } from './details.ts';
 import { lintClaims, lintRequest, lintTarget, type Warning } from './lint.ts';
 import { idJagClaims, type IdJagClaims, type Minted, type Minter } from './mint.ts';
-import { parseRequest, type ExchangeInput, type ExchangeRequest } from './request.ts';
+import { NO_PROOF, type ProofSource } from './proof.ts';
+import { parseRequest, type ExchangeInput, type ExchangeRequest, type RequestingClient } from './request.ts';
 import type { Subject, SubjectSource } from './subject.ts';
 import { resolveTarget, type Catalog, type Target } from './target.ts';
 
@@ -37,6 +38,8 @@ export interface ExchangePorts {
   catalog: Catalog;
   rules: RuleSource;
   minter: Minter;
+  /** the request's DPoP proof; absent: the request carries none */
+  proofs?: ProofSource | undefined;
   issuer: string;
   /** this IdP's tenant (configuration): the ID-JAG `tenant`, when set */
   tenant?: string | undefined;
@@ -81,6 +84,23 @@ async function subjectOf(ports: ExchangePorts, checks: CheckList, req: ExchangeR
   if (user.disabled) checks.fail('user', 'the subject token\'s user is disabled', { explanation: `user ${user.username} (${user.sub}) is disabled`, reason: 'user_disabled' });
   checks.pass('user', user.username);
   return { user, groups: await ports.directory.groups(user.sub), ...found.auth };
+}
+
+/**
+ * The dpop_proof check (RFC 9449, draft §9.8.1): a proof, when the request carries one, must be valid, and the
+ * ID-JAG is then bound to its key; a client registered with `dpop_bound_access_tokens` must send one (§5.2).
+ * The key's thumbprint, or undefined for an unbound ID-JAG.
+ */
+async function possessionOf(proofs: ProofSource, checks: CheckList, client: RequestingClient, now: number): Promise<string | undefined> {
+  if (!proofs.presented) {
+    if (client.dpopBound) {
+      checks.fail('dpop_proof', `client ${client.id} is registered with dpop_bound_access_tokens, so its token requests must carry a DPoP proof (RFC 9449 §5.2)`);
+    }
+    return undefined;
+  }
+  const { jkt } = await proofs.verify(checks, now);
+  checks.pass('dpop_proof', `the ID-JAG is bound to the proof's key: cnf.jkt ${jkt} (RFC 7638 thumbprint)`);
+  return jkt;
 }
 
 /** The policy check: the engine's decision, filed under the check it concerns. */
@@ -145,8 +165,11 @@ export async function runExchange(input: ExchangeInput, ports: ExchangePorts): P
     const req = parseRequest(input, checks);
     warnings = lintRequest(input, req);
     if (req.authorizationDetails) record.detailsRequested = detailTypes(req.authorizationDetails);
+    const proofs = ports.proofs ?? NO_PROOF;
+    if (proofs.presented || input.client.dpopBound) checks.plan(DPOP_CHECKS);
     checks.plan(ports.subjects.checks(req.subjectTokenType));
     checks.plan(decisionChecks(req.authorizationDetails !== undefined));
+    const jkt = await possessionOf(proofs, checks, input.client, now);
 
     stage('subject');
     const subject = await subjectOf(ports, checks, req, now, record);
@@ -166,7 +189,7 @@ export async function runExchange(input: ExchangeInput, ports: ExchangePorts): P
     const audSub = await ports.catalog.audienceSubject(target.resourceServer.id, subject.user.sub);
     const claims = idJagClaims({
       issuer: ports.issuer, tenant: ports.tenant, subject, resourceServer: target.resourceServer, audSub,
-      resources: req.resources, decision, authorizationDetails: details,
+      resources: req.resources, decision, authorizationDetails: details, jkt,
     });
     warnings = [...warnings, ...lintClaims(claims)];
     const minted = await ports.minter.mint(claims, decision.lifetime, now);

@@ -29,6 +29,8 @@ export interface RequestingClient {
   grantTypes: readonly string[];
   /** a disabled client cannot authenticate: at the token endpoint the provider never finds it */
   enabled: boolean;
+  /** registered with `dpop_bound_access_tokens` (RFC 9449 §5.2): every token request carries a DPoP proof */
+  dpopBound?: boolean;
 }
 
 /** What the exchange pipeline starts from. */

@@ -20,7 +20,7 @@ export const METRICS_PATH = '/metrics';
 
 const DECISIONS = ['issued', 'denied', 'error'] as const;
 /** Every reason an audit row of a token exchange can carry. */
-const EXCHANGE_REASONS: ReadonlySet<string> = new Set(['issued', 'internal_error', 'user_unknown', 'user_disabled', 'client_disabled', 'audience_disabled', 'resource_disabled', ...CHECKS_BY_NAME.keys(), ...DENY_REASONS]);
+const EXCHANGE_REASONS: ReadonlySet<string> = new Set(['issued', 'internal_error', 'user_unknown', 'user_disabled', 'client_disabled', 'audience_disabled', 'resource_disabled', 'dpop_nonce', 'dpop_replay', ...CHECKS_BY_NAME.keys(), ...DENY_REASONS]);
 const SIGN_IN_REASONS: Record<string, readonly string[]> = {
   succeeded: ['none'],
   failed: ['unknown_user', 'wrong_password', 'disabled'],

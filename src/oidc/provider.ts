@@ -1,6 +1,7 @@
 import Provider, { errors, type Configuration, type KoaContextWithOIDC, type TokenEndpointGrantContext } from 'oidc-provider';
 import type { Logger } from 'pino';
 import type { DB } from '../db/index.ts';
+import { DPOP_ALGS } from '../dpop/proof.ts';
 import type { Render } from '../web/views.ts';
 import { accountFinder } from './accounts.ts';
 import { adapterFactory } from './adapter.ts';
@@ -99,6 +100,9 @@ export function buildProvider(deps: ProviderDeps): Provider {
       // The ES256 key is reserved for ID-JAGs: ID Tokens are RS256 only, so the two never share a key.
       idTokenSigningAlgValues: ['RS256'],
       clientAuthSigningAlgValues: ['RS256', 'PS256', 'ES256', 'EdDSA'],
+      // what discovery advertises as dpop_signing_alg_values_supported: the algorithms the token exchange
+      // accepts in a DPoP proof (src/dpop/proof.ts), which the provider's own grants then accept too
+      dPoPSigningAlgValues: [...DPOP_ALGS],
     },
     clientDefaults: {
       grant_types: ['authorization_code'],

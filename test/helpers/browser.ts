@@ -144,10 +144,10 @@ export function basic(id: string, secret: string): string {
   return `Basic ${Buffer.from(`${encodeURIComponent(id)}:${encodeURIComponent(secret)}`).toString('base64')}`;
 }
 
-export async function tokenRequest(base: string, form: Record<string, string | string[]>, auth?: { id: string; secret: string } | null): Promise<TokenResponse> {
+export async function tokenRequest(base: string, form: Record<string, string | string[]>, auth?: { id: string; secret: string } | null, extraHeaders: Record<string, string> = {}): Promise<TokenResponse> {
   const body = new URLSearchParams();
   for (const [k, v] of Object.entries(form)) for (const item of [v].flat()) body.append(k, item);
-  const headers: Record<string, string> = { 'content-type': 'application/x-www-form-urlencoded' };
+  const headers: Record<string, string> = { 'content-type': 'application/x-www-form-urlencoded', ...extraHeaders };
   if (auth) headers.authorization = basic(auth.id, auth.secret);
   const res = await fetch(`${base}/token`, { method: 'POST', body, headers });
   return { status: res.status, body: await res.json() as Record<string, any>, headers: res.headers };

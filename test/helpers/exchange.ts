@@ -8,8 +8,8 @@ export const TODO_AS = 'https://auth.todo.example';
 export const TODO_MCP = 'https://mcp.todo.example/mcp';
 export const TODO_ADMIN_MCP = 'https://mcp.todo.example/admin';
 
-/** A token-exchange request for an ID-JAG; `over` replaces or (with undefined) removes parameters. */
-export function exchange(base: string, subjectToken: string, over: Record<string, string | string[] | undefined> = {}, auth: { id: string; secret: string } | null = DEMO_AGENT): Promise<TokenResponse> {
+/** A token-exchange request for an ID-JAG; `over` replaces or (with undefined) removes parameters; `headers` (a DPoP proof) are added. */
+export function exchange(base: string, subjectToken: string, over: Record<string, string | string[] | undefined> = {}, auth: { id: string; secret: string } | null = DEMO_AGENT, headers: Record<string, string> = {}): Promise<TokenResponse> {
   const form: Record<string, string | string[] | undefined> = {
     grant_type: TOKEN_EXCHANGE,
     requested_token_type: ID_JAG,
@@ -20,5 +20,5 @@ export function exchange(base: string, subjectToken: string, over: Record<string
     ...over,
   };
   const clean = Object.fromEntries(Object.entries(form).filter(([, v]) => v !== undefined)) as Record<string, string | string[]>;
-  return tokenRequest(base, clean, auth);
+  return tokenRequest(base, clean, auth, headers);
 }

@@ -1,7 +1,7 @@
 /** The check list every exchange decision is recorded in, and what follows from a check's name. */
 import {
-  CHECKS_BY_NAME, CheckList, DECISION_CHECKS, decisionChecks, describeChecks, describeFailure, DETAILS_FORMAT_CHECK, DETAILS_TYPES_CHECK, ExchangeRejection,
-  ID_TOKEN_CHECKS, RATE_LIMIT_CHECK, REFRESH_TOKEN_CHECKS, REQUEST_CHECKS, type CheckDef,
+  CHECKS_BY_NAME, CheckList, DECISION_CHECKS, decisionChecks, describeChecks, describeFailure, DETAILS_FORMAT_CHECK, DETAILS_TYPES_CHECK, DPOP_CHECKS,
+  ExchangeRejection, ID_TOKEN_CHECKS, RATE_LIMIT_CHECK, REFRESH_TOKEN_CHECKS, REQUEST_CHECKS, type CheckDef,
 } from '../../src/exchange/checks.ts';
 import { statuses, thrownBy } from './fixtures.ts';
 
@@ -91,7 +91,7 @@ describe('CheckList', () => {
 
 describe('CHECKS_BY_NAME', () => {
   test('knows every check once, the retired ones too', () => {
-    const all = [...REQUEST_CHECKS, DETAILS_FORMAT_CHECK, ...ID_TOKEN_CHECKS, ...REFRESH_TOKEN_CHECKS, ...DECISION_CHECKS, DETAILS_TYPES_CHECK, RATE_LIMIT_CHECK];
+    const all = [...REQUEST_CHECKS, ...DPOP_CHECKS, DETAILS_FORMAT_CHECK, ...ID_TOKEN_CHECKS, ...REFRESH_TOKEN_CHECKS, ...DECISION_CHECKS, DETAILS_TYPES_CHECK, RATE_LIMIT_CHECK];
     expect(new Set(all.map((d) => d.name)).size).toBe(all.length);
     for (const d of all) expect(CHECKS_BY_NAME.get(d.name)).toBe(d);
     expect(CHECKS_BY_NAME.get('refresh_token.found')).toMatchObject({ error: 'invalid_grant' });

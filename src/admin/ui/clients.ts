@@ -10,7 +10,7 @@ import { defined, Form, type FieldErrors } from './forms.ts';
 import { actorOf, checkboxes, done, failed, page, param, submit, type UiDeps, type UiRouter } from './page.ts';
 import { ADMIN_UI_CLIENT_ID } from './sign-in.ts';
 
-const FIELDS = ['client_id', 'client_name', 'type', 'token_endpoint_auth_method', 'redirect_uris', 'post_logout_redirect_uris', 'grant_types', 'scope', 'first_party'] as const;
+const FIELDS = ['client_id', 'client_name', 'type', 'token_endpoint_auth_method', 'redirect_uris', 'post_logout_redirect_uris', 'grant_types', 'scope', 'first_party', 'dpop_bound_access_tokens'] as const;
 
 const GRANTS = ['authorization_code', 'refresh_token', 'client_credentials', TOKEN_EXCHANGE];
 const GRANT_LABELS: Record<string, string> = {
@@ -33,6 +33,7 @@ function metadataFromForm(f: Form) {
     response_types: grants.includes('authorization_code') ? ['code'] : [],
     scope: f.words('scope').join(' ') || undefined,
     first_party: f.checked('first_party'),
+    dpop_bound_access_tokens: f.checked('dpop_bound_access_tokens') || undefined,
   };
 }
 
@@ -44,7 +45,10 @@ function createFromForm(f: Form): ClientCreate {
 
 function patchFromForm(f: Form): ClientPatch {
   const m = metadataFromForm(f);
-  return f.parse(ClientPatch, { ...m, client_name: m.client_name ?? null, scope: m.scope ?? null, token_endpoint_auth_method: f.text('token_endpoint_auth_method') });
+  return f.parse(ClientPatch, {
+    ...m, client_name: m.client_name ?? null, scope: m.scope ?? null, dpop_bound_access_tokens: m.dpop_bound_access_tokens ?? null,
+    token_endpoint_auth_method: f.text('token_endpoint_auth_method'),
+  });
 }
 
 function formValues(c: ClientView): Record<string, string> {
@@ -56,6 +60,7 @@ function formValues(c: ClientView): Record<string, string> {
     post_logout_redirect_uris: (c.post_logout_redirect_uris ?? []).join('\n'),
     scope: c.scope,
     first_party: c.first_party ? 'on' : undefined,
+    dpop_bound_access_tokens: c.dpop_bound_access_tokens ? 'on' : undefined,
   }) as Record<string, string>;
 }
 

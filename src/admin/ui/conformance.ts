@@ -22,7 +22,7 @@ const FIELDS = ['token_endpoint', 'issuer', 'client_id', 'client_secret', 'resou
 
 /** per request; the CLI's default is 15 s, but here a browser is waiting */
 export const REQUEST_TIMEOUT_MS = 8_000;
-/** the whole run (16 or 17 requests in sequence): past it, the remaining requests fail at once as timeouts */
+/** the whole run (16 or 17 requests in sequence, 5 more with the DPoP cases): past it, the remaining requests fail at once as timeouts */
 export const RUN_BUDGET_MS = 45_000;
 const PROBE_TIMEOUT_MS = 2_000;
 const DESCRIPTION_MAX = 240;
@@ -42,6 +42,8 @@ export const ConformanceInput = z.object({
   client_secret: z.string().max(1024, 'at most 1024 characters').regex(/^[^\x00-\x1f\x7f]+$/, 'no control characters'),
   resource: HttpUrl.optional(),
   scope: z.array(Scope).max(50, 'at most 50 scopes').optional(),
+  /** also the DPoP cases: ID-JAGs bound to the client's key */
+  dpop: z.boolean().optional(),
 });
 
 interface Defaults {
@@ -139,7 +141,10 @@ function reportView(report: AsConformanceReport) {
       id: c.id, title: c.title, expected: c.expected, required: c.required, section: c.section, pass: c.pass,
       status: c.status, error: c.error, actual: c.actual, description: description(c), warnings: c.warnings, note: c.note,
       first: c.first ? `${c.first.status ?? 'no answer'}` : undefined,
-      request: JSON.stringify({ header: c.request.header, claims: c.request.claims, params: c.request.params, client_auth: c.request.clientAuth }, null, 2),
+      request: JSON.stringify({
+        header: c.request.header, claims: c.request.claims, params: c.request.params, client_auth: c.request.clientAuth,
+        ...(c.request.dpop === undefined ? {} : { dpop_proof: c.request.dpop }),
+      }, null, 2),
       body: JSON.stringify(c.body, null, 2),
     })),
   };
@@ -186,6 +191,7 @@ export function conformanceRoutes(r: UiRouter, deps: UiDeps): void {
         client_secret: secret ?? '',
         resource: f.text('resource'),
         scope: f.lines('scope').length ? f.lines('scope') : undefined,
+        dpop: f.checked('dpop'),
       });
     } catch (err) {
       const issues = issuesOf(err);
@@ -203,6 +209,7 @@ export function conformanceRoutes(r: UiRouter, deps: UiDeps): void {
       clientSecret: input.client_secret,
       resource: input.resource,
       scope: input.scope?.join(' '),
+      dpop: input.dpop === true,
       idp: await idjagConformanceIdp(deps.db, deps.issuer),
       fetch: bounded,
       timeoutMs: REQUEST_TIMEOUT_MS,

@@ -9,7 +9,7 @@ import { page, type UiDeps, type UiRouter } from './page.ts';
  * a result is a link (the audit detail page links a decision to its replay here).
  */
 
-const FIELDS = ['client_id', 'user', 'audience', 'resource', 'scope', 'auth_age', 'authorization_details'] as const;
+const FIELDS = ['client_id', 'user', 'audience', 'resource', 'scope', 'auth_age', 'authorization_details', 'dpop', 'dpop_jkt'] as const;
 
 export function simulatorRoutes(r: UiRouter, deps: UiDeps): void {
   r.get('/simulate', async (ctx) => {
@@ -30,6 +30,8 @@ export function simulatorRoutes(r: UiRouter, deps: UiDeps): void {
           auth_age: q.int('auth_age'),
           // as typed: the exchange parses it (RFC 9396), so its answer is the token endpoint's
           authorization_details: q.text('authorization_details'),
+          dpop: q.checked('dpop'),
+          dpop_jkt: q.text('dpop_jkt'),
         }));
         result = await simulate(deps.db, input, { issuer: deps.issuer, tenant: deps.tenant });
       } catch (err) {
