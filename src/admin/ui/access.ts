@@ -1,8 +1,8 @@
 import { Readable } from 'node:stream';
 import type { Context } from 'koa';
-import { AccessExport, AccessPage, accessPage, exportAccess, type AccessPageResult } from '../access.ts';
+import { AccessExport, AccessPage, accessPage, exportAccess } from '../access.ts';
 import { parseInput } from '../errors.ts';
-import { defined, fieldErrors, Form, issuesOf, timeInput } from './forms.ts';
+import { defined, Form, timeInput, withFieldErrors } from './forms.ts';
 import { catalog, select } from './options.ts';
 import { page, queryWithout, type UiDeps, type UiRouter } from './page.ts';
 
@@ -31,17 +31,8 @@ export function accessRoutes(r: UiRouter, deps: UiDeps): void {
     const q = Form.query(ctx);
     const filter = filterFrom(q);
     const c = await catalog(db);
-    let result: AccessPageResult | undefined;
-    let errors: Record<string, string> = {};
-    let general: string[] = [];
-    try {
-      result = await accessPage(db, parseInput(AccessPage, { ...filter, ...defined({ cursor: q.text('cursor') }), limit: 50 }));
-    } catch (err) {
-      const issues = issuesOf(err);
-      if (!issues) throw err;
-      ctx.status = 400;
-      ({ fields: errors, general } = fieldErrors(issues, FILTERS));
-    }
+    const { result, fields: errors, general } = await withFieldErrors(ctx, FILTERS,
+      () => accessPage(db, parseInput(AccessPage, { ...filter, ...defined({ cursor: q.text('cursor') }), limit: 50 })));
     const filters = queryWithout(ctx, 'cursor');
     const exportLink = (format: string) => `/admin/access/export?${new URLSearchParams({ ...filter, format } as Record<string, string>)}`;
     page(ctx, deps, 'access', 'access', {

@@ -5,7 +5,7 @@ import { DENY_REASONS } from '../../policy/index.ts';
 import { AuditExport, AuditPage, exportAudit, getAuditEntry, searchAudit, type AuditSummary } from '../audit-query.ts';
 import { ChangeQuery, ENTITIES, listChanges } from '../changes.ts';
 import { parseInput } from '../errors.ts';
-import { defined, fieldErrors, Form, issuesOf, timeInput } from './forms.ts';
+import { defined, Form, issuesOf, timeInput, withFieldErrors } from './forms.ts';
 import { catalog, select } from './options.ts';
 import { page, param, queryWithout, type UiDeps, type UiRouter } from './page.ts';
 import { changeView, whoText } from './rules.ts';
@@ -45,17 +45,10 @@ export function auditRoutes(r: UiRouter, deps: UiDeps): void {
     const q = Form.query(ctx);
     const filter = filterFrom(q);
     const c = await catalog(db);
-    let result: Awaited<ReturnType<typeof searchAudit>> = { items: [], next_cursor: null };
-    let errors: Record<string, string> = {};
-    let general: string[] = [];
-    try {
-      result = await searchAudit(db, parseInput(AuditPage, { ...filter, ...defined({ cursor: q.text('cursor') }), limit: 50 }));
-    } catch (err) {
-      const issues = issuesOf(err);
-      if (!issues) throw err;
-      ctx.status = 400;
-      ({ fields: errors, general } = fieldErrors(issues, FILTERS));
-    }
+    const searched = await withFieldErrors(ctx, FILTERS,
+      () => searchAudit(db, parseInput(AuditPage, { ...filter, ...defined({ cursor: q.text('cursor') }), limit: 50 })));
+    const { fields: errors, general } = searched;
+    const result = searched.result ?? { items: [], next_cursor: null };
     const filters = queryWithout(ctx, 'cursor');
     page(ctx, deps, 'audit', 'audit', {
       title: 'Audit log',

@@ -116,6 +116,21 @@ export function issuesOf(err: unknown): Issue[] | undefined {
   return undefined;
 }
 
+/**
+ * Runs what a GET form asks for; what the admin typed wrong comes back as field errors (and a 400) instead of an
+ * error page, so the form is shown again with each message at its field. Anything else is thrown on.
+ */
+export async function withFieldErrors<T>(ctx: { status: number }, shown: readonly string[], run: () => Promise<T>): Promise<{ result?: T } & FieldErrors> {
+  try {
+    return { result: await run(), fields: {}, general: [] };
+  } catch (err) {
+    const issues = issuesOf(err);
+    if (!issues) throw err;
+    ctx.status = 400;
+    return fieldErrors(issues, shown);
+  }
+}
+
 export interface FieldErrors {
   /** field name to its messages, joined */
   fields: Record<string, string>;
