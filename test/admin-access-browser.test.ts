@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Browser, Page } from 'playwright-core';
 import { signIn } from './helpers/browser.ts';
-import { launchChromium, locateChromium } from './helpers/chromium.ts';
+import { launchChromium, locateChromium, watchProblems } from './helpers/chromium.ts';
 import { exchange, TODO_AS, TODO_MCP } from './helpers/exchange.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
 
@@ -40,12 +40,7 @@ beforeAll(async () => {
   expect((await exchange(idjag.url, bob)).status).toBe(400);
 
   browser = await launchChromium();
-  page = await (await browser.newContext({ viewport: { width: 1366, height: 900 } })).newPage();
-  page.on('console', (m) => {
-    const documentStatus = m.text().startsWith('Failed to load resource') && m.location().url === page.url();
-    if (m.type() === 'error' && !documentStatus) problems.push(`${page.url()}: ${m.text()}`);
-  });
-  page.on('pageerror', (e) => problems.push(`${page.url()}: ${e.message}`));
+  page = watchProblems(await (await browser.newContext({ viewport: { width: 1366, height: 900 } })).newPage(), problems);
 }, TIMEOUT);
 
 afterAll(async () => {
