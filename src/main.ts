@@ -284,7 +284,7 @@ async function cleanup(database: Database, config: Config, log: Logger) {
     const dpopProofs = await purgeExpiredProofs(database.db, now());
     if (payloads || keys || rateLimits || dpopProofs) log.debug({ payloads, keys, rateLimits, dpopProofs }, 'expired rows deleted');
     const audit = await applyRetention(database.db, { days: config.auditRetentionDays, archiveDir: config.auditArchiveDir });
-    if (audit.deleted) log.info({ ...audit, retentionDays: config.auditRetentionDays }, 'audit decisions past retention removed');
+    if (audit.deleted || audit.logins.deleted) log.info({ ...audit, retentionDays: config.auditRetentionDays }, 'decisions and sign-in attempts past retention removed');
   } catch (err) {
     log.error({ err }, 'cleanup failed');
   }

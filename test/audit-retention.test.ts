@@ -44,9 +44,9 @@ describe('retention', () => {
     await insertRows(idjag, [...old, ...recent]);
     const dir = join(idjag.dir, 'archive');
 
-    expect(await applyRetention(idjag.database.db, { days: 30, archiveDir: dir, batch: 700 }, now)).toEqual({ deleted: 2_500, archived: 2_500 });
+    expect(await applyRetention(idjag.database.db, { days: 30, archiveDir: dir, batch: 700 }, now)).toEqual({ deleted: 2_500, archived: 2_500, logins: { deleted: 0, archived: 0 } });
     expect(await auditCount(idjag)).toBe(before + recent.length);
-    const files = readdirSync(dir).sort();
+    const files = readdirSync(dir).filter((f) => f.startsWith('audit-')).sort();
     expect(files.every((f) => /^audit-\d{4}-\d{2}-\d{2}\.jsonl$/.test(f))).toBe(true);
     const lines = files.flatMap((f) => readFileSync(join(dir, f), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { request_id: string; checks: unknown[]; time: string }));
     expect(lines.map((l) => l.request_id).sort()).toEqual(old.map((r) => r.request_id).sort());
@@ -56,8 +56,26 @@ describe('retention', () => {
       expect(readFileSync(join(dir, f), 'utf8').trim().split('\n').every((l) => (JSON.parse(l) as { time: string }).time.startsWith(day))).toBe(true);
     }
     // nothing left to do, and 0 days keeps everything
-    expect(await applyRetention(idjag.database.db, { days: 30, archiveDir: dir }, now)).toEqual({ deleted: 0, archived: 0 });
-    expect(await applyRetention(idjag.database.db, { days: 0 }, now + 1000 * DAY)).toEqual({ deleted: 0, archived: 0 });
+    const none = { deleted: 0, archived: 0, logins: { deleted: 0, archived: 0 } };
+    expect(await applyRetention(idjag.database.db, { days: 30, archiveDir: dir }, now)).toEqual(none);
+    expect(await applyRetention(idjag.database.db, { days: 0 }, now + 1000 * DAY)).toEqual(none);
+  });
+
+  test('sign-in attempts older than the retention leave login_events the same way', async () => {
+    const now = Date.now();
+    const login = (at: number, i: number) => ({
+      id: uuidv7(at), at, request_id: `login-${i}`, event: 'failed', reason: 'wrong_password', username: 'alice', sub: null,
+      client_id: 'demo-agent', ip: '127.0.0.1', user_agent: 'test', failures: 1, retry_after: null,
+    });
+    await idjag.database.db.insertInto('login_events').values([login(now - 40 * DAY, 1), login(now - 41 * DAY, 2), login(now - DAY, 3)] as never).execute();
+    const dir = join(idjag.dir, 'archive-logins');
+    const out = await applyRetention(idjag.database.db, { days: 30, archiveDir: dir }, now);
+    expect(out.logins).toEqual({ deleted: 2, archived: 2 });
+    const left = await idjag.database.db.selectFrom('login_events').select('request_id').where('request_id', 'like', 'login-%').execute();
+    expect(left).toEqual([{ request_id: 'login-3' }]);
+    const archived = readdirSync(dir).flatMap((f) => readFileSync(join(dir, f), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { request_id: string }).request_id));
+    expect(archived.sort()).toEqual(['login-1', 'login-2']);
+    expect(readdirSync(dir).every((f) => /^logins-\d{4}-\d{2}-\d{2}\.jsonl$/.test(f))).toBe(true);
   });
 
   test('the token endpoint keeps answering while a backlog is worked off', async () => {

@@ -5,10 +5,11 @@ import type { DB } from '../db/index.ts';
 import { decodeChecks, decodeResources, decodeRuleIds, decodeWarnings } from './codec.ts';
 
 /**
- * Audit retention: decisions older than `days` leave the log, in bounded batches (each a short indexed read
- * and delete on `audit_by_time`), yielding to requests between batches so the token endpoint keeps answering
- * while a large backlog is worked off. With an archive directory, each batch is first appended to a JSON Lines
- * file there (one file per UTC day of the decisions), and deleted only once written.
+ * Retention of the two logs: token-exchange decisions (`audit_log`) and sign-in attempts (`login_events`)
+ * older than `days` leave them, in bounded batches (each a short read and delete on the log's time index),
+ * yielding to requests between batches so the token endpoint keeps answering while a large backlog is worked
+ * off. With an archive directory, each batch is first appended to a JSON Lines file there (`audit-` or
+ * `logins-`, one file per UTC day of the rows), and deleted only once written.
  */
 
 export interface RetentionSettings {
@@ -24,7 +25,7 @@ export const RETENTION_BATCH = 1000;
 const DAY_MS = 24 * 3600 * 1000;
 
 /** One archived decision: the row as the admin's JSON export writes it. */
-function archived(r: Record<string, unknown>): string {
+function archivedDecision(r: Record<string, unknown>): string {
   return JSON.stringify({
     ...r,
     time: new Date(r.at as number).toISOString(),
@@ -35,34 +36,53 @@ function archived(r: Record<string, unknown>): string {
   });
 }
 
-async function archive(dir: string, rows: Record<string, unknown>[]): Promise<void> {
+const archivedLogin = (r: Record<string, unknown>): string => JSON.stringify({ ...r, time: new Date(r.at as number).toISOString() });
+
+const LOGS = [
+  { table: 'audit_log', file: 'audit', line: archivedDecision },
+  { table: 'login_events', file: 'logins', line: archivedLogin },
+] as const;
+
+type Log = (typeof LOGS)[number];
+
+async function archive(dir: string, log: Log, rows: Record<string, unknown>[]): Promise<void> {
   const byDay = new Map<string, string[]>();
   for (const r of rows) {
     const day = new Date(r.at as number).toISOString().slice(0, 10);
-    byDay.set(day, [...(byDay.get(day) ?? []), archived(r)]);
+    byDay.set(day, [...(byDay.get(day) ?? []), log.line(r)]);
   }
   await mkdir(dir, { recursive: true });
-  for (const [day, lines] of byDay) await appendFile(join(dir, `audit-${day}.jsonl`), `${lines.join('\n')}\n`, { mode: 0o600 });
+  for (const [day, lines] of byDay) await appendFile(join(dir, `${log.file}-${day}.jsonl`), `${lines.join('\n')}\n`, { mode: 0o600 });
 }
 
-/** Applies the retention once; resolves to how many decisions left the log (and how many were archived). */
-export async function applyRetention(db: DB, s: RetentionSettings, nowMs = Date.now()): Promise<{ deleted: number; archived: number }> {
-  if (s.days <= 0) return { deleted: 0, archived: 0 };
-  const cutoff = nowMs - s.days * DAY_MS;
+export interface RetentionOutcome {
+  deleted: number;
+  archived: number;
+}
+
+async function sweep(db: DB, log: Log, s: RetentionSettings, cutoff: number): Promise<RetentionOutcome> {
   const batch = s.batch ?? RETENTION_BATCH;
   let deleted = 0;
-  let archivedRows = 0;
+  let archived = 0;
   for (;;) {
-    const rows = await db.selectFrom('audit_log').selectAll().where('at', '<', cutoff).orderBy('at').orderBy('id').limit(batch).execute();
+    const rows = await db.selectFrom(log.table).selectAll().where('at', '<', cutoff).orderBy('at').orderBy('id').limit(batch).execute() as Record<string, unknown>[];
     if (rows.length === 0) break;
     if (s.archiveDir) {
-      await archive(s.archiveDir, rows as unknown as Record<string, unknown>[]);
-      archivedRows += rows.length;
+      await archive(s.archiveDir, log, rows);
+      archived += rows.length;
     }
-    const res = await db.deleteFrom('audit_log').where('id', 'in', rows.map((r) => r.id)).executeTakeFirst();
+    const res = await db.deleteFrom(log.table).where('id', 'in', rows.map((r) => r.id as string)).executeTakeFirst();
     deleted += Number(res.numDeletedRows);
     if (rows.length < batch) break;
     await yieldToRequests();
   }
-  return { deleted, archived: archivedRows };
+  return { deleted, archived };
+}
+
+/** Applies the retention once; resolves to how many decisions and sign-in attempts left their logs (and how many were archived). */
+export async function applyRetention(db: DB, s: RetentionSettings, nowMs = Date.now()): Promise<RetentionOutcome & { logins: RetentionOutcome }> {
+  if (s.days <= 0) return { deleted: 0, archived: 0, logins: { deleted: 0, archived: 0 } };
+  const cutoff = nowMs - s.days * DAY_MS;
+  const [audit, logins] = [await sweep(db, LOGS[0], s, cutoff), await sweep(db, LOGS[1], s, cutoff)];
+  return { ...audit, logins };
 }
