@@ -9,6 +9,7 @@ import { authorize, REDIRECT_URI, signIn, tokenRequest, type TokenResponse } fro
 import { exchange, ID_JAG, ID_TOKEN, REFRESH_TOKEN, TODO_ADMIN_MCP, TODO_AS, TODO_MCP } from './helpers/exchange.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
 import { auditCount as countAudit, lastAuditRows as lastRows } from './helpers/audit.ts';
+import { decodeChecks } from '../src/audit/codec.ts';
 
 const PARTNER = { id: 'partner-app', secret: 'partner-app-secret' };
 const SAML2 = 'urn:ietf:params:oauth:token-type:saml2';
@@ -39,8 +40,6 @@ const auditCount = () => countAudit(idjag);
 const lastAuditRows = (n: number) => lastRows(idjag, n);
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const nowSec = () => Math.floor(Date.now() / 1000);
-
-interface CheckRow { name: string; status: 'passed' | 'failed' | 'not_reached'; error: string; message?: string }
 
 interface Expected {
   status?: number;
@@ -73,7 +72,7 @@ async function expectDenied(send: () => Promise<TokenResponse>, want: Expected, 
   const [row] = await lastAuditRows(1);
   expect(row).toMatchObject({ decision: 'denied', error: want.error, jti: null, exp: null });
   if (want.clientId !== undefined) expect(row!.client_id).toBe(want.clientId);
-  const checks = JSON.parse(row!.checks) as CheckRow[];
+  const checks = decodeChecks(row!.checks);
   const failed = checks.filter((c) => c.status === 'failed');
   expect(failed.map((c) => c.name)).toEqual([want.check]);
   const at = checks.findIndex((c) => c.status === 'failed');

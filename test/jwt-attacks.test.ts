@@ -16,6 +16,7 @@ import { basic, signIn, type TokenResponse } from './helpers/browser.ts';
 import { exchange, REFRESH_TOKEN } from './helpers/exchange.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
 import { auditCount as countAudit } from './helpers/audit.ts';
+import { decodeChecks } from '../src/audit/codec.ts';
 
 let idjag: TestServer;
 let alice: Awaited<ReturnType<typeof signIn>>;
@@ -79,7 +80,7 @@ async function refused(token: string, check: string, description?: RegExp, over:
   expect(await auditCount()).toBe(rows + 1);
   const row = await db().selectFrom('audit_log').selectAll().orderBy('at', 'desc').orderBy('id', 'desc').limit(1).executeTakeFirstOrThrow();
   expect(row).toMatchObject({ decision: 'denied', error: 'invalid_grant', jti: null });
-  const checks = JSON.parse(row.checks) as { name: string; status: string }[];
+  const checks = decodeChecks(row.checks);
   expect(checks.filter((c) => c.status === 'failed').map((c) => c.name)).toEqual([check]);
   expect(JSON.stringify(row)).not.toContain(token);
   // a fetch the exchange started in the background would have had time to land

@@ -5,6 +5,7 @@ import { ADMIN_CLI } from './helpers/admin.ts';
 import { Browser, csrfFrom, DEMO_AGENT, pkce, REDIRECT_URI, tokenRequest } from './helpers/browser.ts';
 import { exchange } from './helpers/exchange.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
+import { decodeChecks } from '../src/audit/codec.ts';
 
 interface Attempt {
   status: number;
@@ -183,7 +184,7 @@ describe('token endpoint rate limit per client', () => {
     const row = rows.at(-1)!;
     expect(row).toMatchObject({ decision: 'denied', error: 'temporarily_unavailable', sub: null, audience: 'https://auth.todo.example' });
     expect(row.explanation).toMatch(/^client:demo-agent is over its limit of 3 token requests per minute/);
-    const checks = JSON.parse(row.checks) as { name: string; status: string; message?: string }[];
+    const checks = decodeChecks(row.checks);
     expect(checks.slice(0, 3)).toEqual([
       { name: 'client_authentication', status: 'passed', message: 'authenticated with client_secret_basic' },
       { name: 'request_syntax', status: 'passed' },
@@ -228,7 +229,7 @@ describe('failed client authentication, on every endpoint that checks a client s
     const [row] = await idjag.database.db.selectFrom('audit_log').selectAll().where('reason', '=', 'rate_limit').execute();
     expect(row).toMatchObject({ decision: 'denied', error: 'temporarily_unavailable', client_id: 'demo-agent' });
     expect(row!.explanation).toMatch(/^ip:\S+ is over its limit of 3 failed client authentications per minute/);
-    const checks = JSON.parse(row!.checks) as { name: string; status: string }[];
+    const checks = decodeChecks(row!.checks);
     expect(checks.map((c) => [c.name, c.status]).slice(0, 2)).toEqual([['rate_limit', 'failed'], ['client_authentication', 'not_reached']]);
     // the refused requests never reached a grant: no client's token budget was spent
     const keys = await idjag.database.db.selectFrom('rate_limits').select('key').where('key', 'like', 'token:%').execute();

@@ -27,9 +27,48 @@ export interface WarningRecord {
 export const MAX_TEXT = 2048;
 export const text = (v: string | undefined, max = MAX_TEXT): string | null => (v === undefined ? null : v.slice(0, max));
 
-export const encodeChecks = (checks: readonly CheckRecord[]): string => JSON.stringify(checks);
+/**
+ * A check list is stored compactly, since every decision writes one (25 checks for an ID Token exchange): a check
+ * that passed with nothing to say is its bare name, one not reached `-name`, any other `[name, status letter,
+ * message, explanation]` with trailing empties left off. Rows written before in the long form (one object per
+ * check) read the same.
+ */
+const LETTER: Record<CheckStatus, string> = { passed: 'p', failed: 'f', not_reached: 'n' };
+const BY_LETTER: Record<string, CheckStatus> = { p: 'passed', f: 'failed', n: 'not_reached' };
+
+function encodeCheck(c: CheckRecord): string | (string | null)[] {
+  if (c.message === undefined && c.explanation === undefined) {
+    if (c.status === 'passed') return c.name;
+    if (c.status === 'not_reached') return `-${c.name}`;
+  }
+  const tuple: (string | null)[] = [c.name, LETTER[c.status]];
+  if (c.message !== undefined || c.explanation !== undefined) tuple.push(c.message ?? null);
+  if (c.explanation !== undefined) tuple.push(c.explanation);
+  return tuple;
+}
+
+export const encodeChecks = (checks: readonly CheckRecord[]): string => JSON.stringify(checks.map(encodeCheck));
 
 const STATUSES = new Set<string>(['passed', 'failed', 'not_reached']);
+
+function decodeCheck(c: unknown): CheckRecord[] {
+  if (typeof c === 'string') return c.startsWith('-') ? [{ name: c.slice(1), status: 'not_reached' }] : [{ name: c, status: 'passed' }];
+  if (Array.isArray(c)) {
+    const [name, letter, message, explanation] = c as unknown[];
+    const status = typeof letter === 'string' ? BY_LETTER[letter] : undefined;
+    if (typeof name !== 'string' || !status) return [];
+    return [{ name, status, ...(typeof message === 'string' ? { message } : {}), ...(typeof explanation === 'string' ? { explanation } : {}) }];
+  }
+  if (!c || typeof c !== 'object') return [];
+  // the long form of earlier rows
+  const { name, status, message, explanation } = c as Record<string, unknown>;
+  if (typeof name !== 'string' || typeof status !== 'string' || !STATUSES.has(status)) return [];
+  return [{
+    name, status: status as CheckStatus,
+    ...(typeof message === 'string' ? { message } : {}),
+    ...(typeof explanation === 'string' ? { explanation } : {}),
+  }];
+}
 
 /** A stored check list; anything that is not one (a hand-edited row) reads as no checks rather than failing the page. */
 export function decodeChecks(stored: string): CheckRecord[] {
@@ -39,32 +78,27 @@ export function decodeChecks(stored: string): CheckRecord[] {
   } catch {
     return [];
   }
-  if (!Array.isArray(raw)) return [];
-  return raw.flatMap((c: unknown) => {
-    if (!c || typeof c !== 'object') return [];
-    const { name, status, message, explanation } = c as Record<string, unknown>;
-    if (typeof name !== 'string' || typeof status !== 'string' || !STATUSES.has(status)) return [];
-    return [{
-      name, status: status as CheckStatus,
-      ...(typeof message === 'string' ? { message } : {}),
-      ...(typeof explanation === 'string' ? { explanation } : {}),
-    }];
-  });
+  return Array.isArray(raw) ? raw.flatMap(decodeCheck) : [];
 }
 
+/** Warnings likewise: `[code, message, section]` each; rows of the long form (objects) read the same. */
 export const encodeWarnings = (warnings: readonly WarningRecord[] | undefined): string | null =>
-  (warnings?.length ? JSON.stringify(warnings) : null);
+  (warnings?.length ? JSON.stringify(warnings.map((w) => [w.code, w.message, w.section])) : null);
 
 export function decodeWarnings(stored: string | null): WarningRecord[] {
   if (!stored) return [];
+  let raw: unknown;
   try {
-    const raw = JSON.parse(stored) as unknown;
-    if (!Array.isArray(raw)) return [];
-    return raw.filter((w): w is WarningRecord => !!w && typeof w === 'object'
-      && ['code', 'message', 'section'].every((k) => typeof (w as Record<string, unknown>)[k] === 'string'));
+    raw = JSON.parse(stored);
   } catch {
     return [];
   }
+  if (!Array.isArray(raw)) return [];
+  return raw.flatMap((w: unknown) => {
+    const [code, message, section] = Array.isArray(w) ? w as unknown[]
+      : w && typeof w === 'object' ? [(w as WarningRecord).code, (w as WarningRecord).message, (w as WarningRecord).section] : [];
+    return typeof code === 'string' && typeof message === 'string' && typeof section === 'string' ? [{ code, message, section }] : [];
+  });
 }
 
 /** The `resources` column: the requested resource identifiers as a JSON list, each bounded. */

@@ -34,7 +34,34 @@ describe('checks', () => {
       null, 'audience', 3,
       { name: 'issue', status: 'failed', message: 42, explanation: ['x'] },
     ]);
-    expect(decodeChecks(stored)).toEqual([{ name: 'user', status: 'passed', message: 'alice' }, { name: 'issue', status: 'failed' }]);
+    // (a bare string is the compact form of a check that passed with nothing to say)
+    expect(decodeChecks(stored)).toEqual([{ name: 'user', status: 'passed', message: 'alice' }, { name: 'audience', status: 'passed' }, { name: 'issue', status: 'failed' }]);
+  });
+
+  test('the compact form: bare names, -name for not reached, tuples; hostile tuples dropped', () => {
+    const checks: CheckRecord[] = [
+      { name: 'client_authentication', status: 'passed', message: 'authenticated with client_secret_basic' },
+      { name: 'request_syntax', status: 'passed' },
+      { name: 'policy', status: 'failed', message: 'this user may not use client x', explanation: 'rule r1 names group g' },
+      { name: 'scope', status: 'not_reached' },
+      { name: 'step_up', status: 'passed', explanation: 'only an explanation' },
+    ];
+    const stored = encodeChecks(checks);
+    expect(JSON.parse(stored)).toEqual([
+      ['client_authentication', 'p', 'authenticated with client_secret_basic'], 'request_syntax',
+      ['policy', 'f', 'this user may not use client x', 'rule r1 names group g'], '-scope', ['step_up', 'p', null, 'only an explanation'],
+    ]);
+    expect(decodeChecks(stored)).toEqual(checks);
+    expect(decodeChecks(JSON.stringify([['x', 'z'], [7, 'p'], ['y'], ['ok', 'f', 3, 4]]))).toEqual([{ name: 'ok', status: 'failed' }]);
+  });
+
+  test('an issued ID Token exchange\'s 25 checks take well under half the long form', () => {
+    const names = ['client_authentication', 'request_syntax', 'confidential_client', 'grant_type_allowed', 'requested_token_type', 'subject_token_type',
+      'subject_token_present', 'audience_present', 'actor_token', 'id_token.format', 'id_token.algorithm', 'id_token.key', 'id_token.signature',
+      'id_token.issuer', 'id_token.audience', 'id_token.expiry', 'id_token.issued_at', 'id_token.subject', 'user', 'audience', 'resource', 'policy',
+      'scope', 'step_up', 'issue'];
+    const checks: CheckRecord[] = names.map((name) => ({ name, status: 'passed' }));
+    expect(encodeChecks(checks).length).toBeLessThan(JSON.stringify(checks).length / 2);
   });
 });
 
