@@ -23,7 +23,7 @@ import { authorizationServerMetadata } from './oidc/discovery.ts';
 import { ProviderHost } from './oidc/host.ts';
 import { interactionRoutes } from './oidc/interactions.ts';
 import { ensureSigningKeys, purgeExpiredKeys } from './oidc/keys.ts';
-import { createRateLimits, purgeExpiredRateLimits } from './throttle/index.ts';
+import { createRateLimits, purgeExpiredRateLimits, type RateLimits } from './throttle/index.ts';
 import { classify } from './web/errors.ts';
 import { pinOrigin } from './web/origin.ts';
 import { Readiness } from './web/readiness.ts';
@@ -50,6 +50,8 @@ export interface Idjag {
   seeded: boolean;
   /** the demo Resource AS and MCP server, unless started with --no-demo */
   demo: Demo | undefined;
+  /** the throttles; `limits.sync()` reconciles their in-memory counters with the database now */
+  limits: RateLimits;
   close(): Promise<void>;
 }
 
@@ -102,7 +104,7 @@ export async function startIdjag(config: Config, options: StartOptions = {}): Pr
 
     // Prometheus metrics at /metrics; the parts below report to them through their `observe` ports.
     const metrics = createMetrics({ database, token: config.metricsToken });
-    // Sign-in and token endpoint throttling, counted in the database (see README "Throttling").
+    // Sign-in, token endpoint and client authentication throttling, shared through the database (see README "Throttling").
     const limits = createRateLimits(database, config, log, metrics.rateLimits);
     const host = await ProviderHost.create({
       wrapGrant: limits.token.wrapGrant,
@@ -171,11 +173,12 @@ export async function startIdjag(config: Config, options: StartOptions = {}): Pr
       const force = setTimeout(() => server.closeAllConnections(), SHUTDOWN_GRACE_MS);
       await closed;
       clearTimeout(force);
+      await limits.close();
       await demo?.close();
       await database.close();
     })();
 
-    return { config, issuer, url, server, database, host, log, seeded, demo, close };
+    return { config, issuer, url, server, database, host, log, seeded, demo, limits, close };
   } catch (err) {
     server.close();
     await database.close();

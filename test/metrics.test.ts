@@ -34,7 +34,7 @@ describe('GET /metrics', () => {
     ]) expect(body).toContain(`# TYPE ${name} ${type}`);
     const all = parseMetrics(body);
     expect(samples(all, 'idjag_audit_write_failures_total').map((s) => [s.labels.log, s.value])).toEqual([['token_exchange', 0], ['sign_in', 0]]);
-    expect(samples(all, 'idjag_rate_limit_refusals_total').map((s) => s.labels.limiter).sort()).toEqual(['client_auth_client', 'client_auth_ip', 'login_account', 'login_ip', 'token_client', 'token_public']);
+    expect(samples(all, 'idjag_rate_limit_refusals_total').map((s) => s.labels.limiter).sort()).toEqual(['client_auth_client', 'client_auth_ip', 'login_account', 'login_ip', 'token_client', 'token_public', 'token_user']);
     expect(samples(all, 'idjag_token_exchange_stage_duration_seconds_count').map((s) => s.labels.stage)).toEqual(['request', 'subject', 'target', 'policy', 'mint', 'audit']);
     expect(total(all, 'idjag_sign_ins_total')).toBe(0);
   });

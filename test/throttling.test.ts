@@ -194,6 +194,61 @@ describe('token endpoint rate limit per client', () => {
   });
 });
 
+describe('token exchange rate limit per client and user', () => {
+  let idjag: TestServer;
+  beforeAll(async () => {
+    idjag = await startTestServer({ tokenUserRateLimit: 2 });
+  });
+  afterAll(() => idjag.dispose());
+
+  /** A JWT naming `sub` with a bogus signature: counted by the sub it claims, then refused by the grant. */
+  const claiming = (sub: string) => [{ alg: 'RS256', typ: 'JWT' }, { sub }, 'c2ln'].map((p) => (typeof p === 'string' ? p : Buffer.from(JSON.stringify(p)).toString('base64url'))).join('.');
+
+  test('one user over the limit gets 429; the client\'s other users and its other grants are unaffected; audited as rate_limit', async () => {
+    for (let i = 0; i < 2; i++) expect((await exchange(idjag.url, claiming('user-1'))).status).toBe(400);
+    const refused = await exchange(idjag.url, claiming('user-1'));
+    expect(refused.status).toBe(429);
+    const retryAfter = Number(refused.headers.get('retry-after'));
+    expect(retryAfter).toBeGreaterThanOrEqual(1);
+    expect(refused.body).toEqual({ error: 'temporarily_unavailable', error_description: `rate limit exceeded for this user at client demo-agent; retry after ${retryAfter} s` });
+    // another user of the same client, and the same client's other grants
+    expect((await exchange(idjag.url, claiming('user-2'))).status).toBe(400);
+    expect((await tokenRequest(idjag.url, { grant_type: 'client_credentials', scope: 'admin' }, ADMIN_CLI)).status).toBe(200);
+    // the same sub at another client is another budget
+    expect((await exchange(idjag.url, claiming('user-1'), {}, ADMIN_CLI)).status).not.toBe(429);
+
+    const [row] = await idjag.database.db.selectFrom('audit_log').selectAll().where('reason', '=', 'rate_limit').execute();
+    expect(row).toMatchObject({ decision: 'denied', error: 'temporarily_unavailable', client_id: 'demo-agent' });
+    expect(row!.explanation).toMatch(/^client:demo-agent:user-1 is over its limit of 2 token exchanges per minute for this user/);
+  });
+
+  test('counts reach the database, and each node adopts what the others counted (the bound across nodes)', async () => {
+    const { SharedWindow, syncWindows } = await import('../src/throttle/window.ts');
+    const { db } = idjag.database;
+    const prefix = `test-${Date.now()}`;
+    const a = new SharedWindow({ prefix, limit: 5, duration: 60 });
+    const b = new SharedWindow({ prefix, limit: 5, duration: 60 });
+    for (let i = 0; i < 3; i++) expect(a.take('k').allowed).toBe(true);
+    await sleep(25);
+    for (let i = 0; i < 2; i++) expect(b.take('k').allowed).toBe(true);
+    await syncWindows(db, [a]);
+    await syncWindows(db, [b]);
+    // b learned a's three at its sync; a learns b's two at its next one
+    expect(b.peek('k').count).toBe(5);
+    expect(b.take('k').allowed).toBe(false);
+    expect(a.peek('k').count).toBe(3);
+    a.add('k');
+    await syncWindows(db, [a]);
+    expect(a.peek('k').count).toBe(6);
+    const row = await db.selectFrom('rate_limits').select(['points', 'expire']).where('key', '=', `${prefix}:k`).executeTakeFirstOrThrow();
+    expect(Number(row.points)).toBe(6);
+    // both nodes end the window when its first writer (a, 25 ms before b) said it ends
+    const t = Date.now();
+    expect(b.peek('k', t).msLeft).toBe(a.peek('k', t).msLeft);
+    expect(Number(row.expire) - t).toBe(a.peek('k', t).msLeft);
+  });
+});
+
 describe('failed client authentication, on every endpoint that checks a client secret', () => {
   let idjag: TestServer;
   beforeAll(async () => {
@@ -231,7 +286,9 @@ describe('failed client authentication, on every endpoint that checks a client s
     expect(row!.explanation).toMatch(/^ip:\S+ is over its limit of 3 failed client authentications per minute/);
     const checks = decodeChecks(row!.checks);
     expect(checks.map((c) => [c.name, c.status]).slice(0, 2)).toEqual([['rate_limit', 'failed'], ['client_authentication', 'not_reached']]);
-    // the refused requests never reached a grant: no client's token budget was spent
+    // the refused requests never reached a grant: no client's token budget was spent (the failures were)
+    await idjag.limits.sync();
+    expect((await idjag.database.db.selectFrom('rate_limits').select(['key', 'points']).where('key', 'like', 'client_auth_ip:%').execute()).map((r) => Number(r.points))).toEqual([3]);
     const keys = await idjag.database.db.selectFrom('rate_limits').select('key').where('key', 'like', 'token:%').execute();
     expect(keys).toEqual([]);
   });
@@ -267,10 +324,11 @@ describe('failed client authentication per client id', () => {
 
 test('the limits are configurable by flag and environment, with the documented defaults', () => {
   const base = { port: '0' };
-  expect(loadConfig([], base)).toMatchObject({ loginAccountFailures: 5, loginAccountBlock: 30, loginAccountBlockMax: 900, loginIpFailures: 100, tokenRateLimit: 600, clientAuthIpFailures: 60, clientAuthClientFailures: 300 });
+  expect(loadConfig([], base)).toMatchObject({ loginAccountFailures: 5, loginAccountBlock: 30, loginAccountBlockMax: 900, loginIpFailures: 100, tokenRateLimit: 600_000, tokenUserRateLimit: 300, clientAuthIpFailures: 60, clientAuthClientFailures: 300 });
   expect(loadConfig(['--client-auth-ip-failures', '10'], { ...base, IDJAG_CLIENT_AUTH_CLIENT_FAILURES: '20' })).toMatchObject({ clientAuthIpFailures: 10, clientAuthClientFailures: 20 });
-  const env = { ...base, IDJAG_LOGIN_ACCOUNT_FAILURES: '7', IDJAG_LOGIN_ACCOUNT_BLOCK: '10', IDJAG_LOGIN_ACCOUNT_BLOCK_MAX: '60', IDJAG_LOGIN_IP_FAILURES: '20', IDJAG_TOKEN_RATE_LIMIT: '50' };
-  expect(loadConfig([], env)).toMatchObject({ loginAccountFailures: 7, loginAccountBlock: 10, loginAccountBlockMax: 60, loginIpFailures: 20, tokenRateLimit: 50 });
+  const env = { ...base, IDJAG_LOGIN_ACCOUNT_FAILURES: '7', IDJAG_LOGIN_ACCOUNT_BLOCK: '10', IDJAG_LOGIN_ACCOUNT_BLOCK_MAX: '60', IDJAG_LOGIN_IP_FAILURES: '20', IDJAG_TOKEN_RATE_LIMIT: '50', IDJAG_TOKEN_USER_RATE_LIMIT: '5' };
+  expect(loadConfig([], env)).toMatchObject({ loginAccountFailures: 7, loginAccountBlock: 10, loginAccountBlockMax: 60, loginIpFailures: 20, tokenRateLimit: 50, tokenUserRateLimit: 5 });
+  expect(loadConfig(['--token-user-rate-limit', '0'], env)).toMatchObject({ tokenUserRateLimit: 0 });
   expect(loadConfig(['--token-rate-limit', '0', '--login-ip-failures', '0', '--login-account-failures', '3', '--login-account-block', '5', '--login-account-block-max', '40'], env))
     .toMatchObject({ loginAccountFailures: 3, loginAccountBlock: 5, loginAccountBlockMax: 40, loginIpFailures: 0, tokenRateLimit: 0 });
   expect(() => loadConfig([], { ...base, IDJAG_TOKEN_RATE_LIMIT: '-1' })).toThrow(/tokenRateLimit/);

@@ -42,8 +42,13 @@ const Settings = z.object({
   loginAccountBlockMax: z.coerce.number().int().min(1).max(86400),
   /** unsuccessful sign-in attempts per client IP per hour before the IP is blocked for an hour; 0: off */
   loginIpFailures: z.coerce.number().int().min(0).max(1_000_000),
-  /** token endpoint requests per minute per authenticated client (and per IP without client authentication); 0: off */
-  tokenRateLimit: z.coerce.number().int().min(0).max(10_000_000),
+  /**
+   * token endpoint requests per minute per authenticated client (and per IP without client authentication): a
+   * ceiling far above one enterprise's traffic, since one client id serves all its users; 0: off
+   */
+  tokenRateLimit: z.coerce.number().int().min(0).max(100_000_000),
+  /** token exchanges per minute per client and user (the subject token's sub); 0: off */
+  tokenUserRateLimit: z.coerce.number().int().min(0).max(10_000_000),
   /** on SIGTERM, seconds between reporting not-ready (/readyz) and closing the listener: time for a load balancer to notice */
   drainSeconds: z.coerce.number().int().min(0).max(300),
   /** failed client authentications per minute from one IP, on every endpoint that checks a client secret; 0: off */
@@ -101,6 +106,7 @@ const flags = {
   'login-account-block-max': { type: 'string' },
   'login-ip-failures': { type: 'string' },
   'token-rate-limit': { type: 'string' },
+  'token-user-rate-limit': { type: 'string' },
   'drain-seconds': { type: 'string' },
   'client-auth-ip-failures': { type: 'string' },
   'client-auth-client-failures': { type: 'string' },
@@ -145,7 +151,8 @@ export function loadConfig(
     loginAccountBlock: values['login-account-block'] ?? env.IDJAG_LOGIN_ACCOUNT_BLOCK ?? '30',
     loginAccountBlockMax: values['login-account-block-max'] ?? env.IDJAG_LOGIN_ACCOUNT_BLOCK_MAX ?? '900',
     loginIpFailures: values['login-ip-failures'] ?? env.IDJAG_LOGIN_IP_FAILURES ?? '100',
-    tokenRateLimit: values['token-rate-limit'] ?? env.IDJAG_TOKEN_RATE_LIMIT ?? '600',
+    tokenRateLimit: values['token-rate-limit'] ?? env.IDJAG_TOKEN_RATE_LIMIT ?? '600000',
+    tokenUserRateLimit: values['token-user-rate-limit'] ?? env.IDJAG_TOKEN_USER_RATE_LIMIT ?? '300',
     drainSeconds: values['drain-seconds'] ?? env.IDJAG_DRAIN_SECONDS ?? ((values.production ?? env.NODE_ENV === 'production') ? '5' : '0'),
     clientAuthIpFailures: values['client-auth-ip-failures'] ?? env.IDJAG_CLIENT_AUTH_IP_FAILURES ?? '60',
     clientAuthClientFailures: values['client-auth-client-failures'] ?? env.IDJAG_CLIENT_AUTH_CLIENT_FAILURES ?? '300',

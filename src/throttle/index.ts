@@ -6,30 +6,33 @@ import { RateLimiterPostgres, RateLimiterRes, RateLimiterSQLite, type RateLimite
 import type { Config } from '../config/index.ts';
 import { withStatementCache, type Database, type DB, type SqliteDatabase } from '../db/index.ts';
 import { accountKey } from '../oidc/accounts.ts';
+import { ID_TOKEN, TOKEN_EXCHANGE } from '../exchange/request.ts';
 import type { ClientAuthGate, ClientAuthVerdict } from '../oidc/client-auth.ts';
 import type { SignInThrottle } from '../oidc/interactions.ts';
 import type { GrantWrapper } from '../oidc/provider.ts';
 import { OAuthError } from '../web/errors.ts';
 import type { Throttled } from '../web/state.ts';
+import { SharedWindow, syncWindows, type WindowCount } from './window.ts';
 
 /**
- * Throttling, on rate-limiter-flexible: sign-in brute force per account and per IP, and request
- * rates per client at the token endpoint. Counters live in the database, not in memory, so every node of a
- * deployment sees the same ones: the library's RateLimiterSQLite over the connection kysely uses, or its
- * RateLimiterPostgres over kysely's pool, both on the `rate_limits` table (migration 0007, which both
- * limiters' queries fit).
+ * Throttling. Sign-in brute force per account and per IP, on rate-limiter-flexible: its counters live in the
+ * database, written on every attempt, so every node of a deployment sees the same ones (the library's
+ * RateLimiterSQLite over the connection kysely uses, or its RateLimiterPostgres over kysely's pool, both on the
+ * `rate_limits` table of migration 0007). The token endpoint's rates and failed client authentications, which
+ * every token request touches, are counted in memory and reconciled through the same table every second
+ * (window.ts): a database write per request would cost more than the rest of the limit.
  */
 
 export type ThrottleSettings = Pick<Config, 'loginAccountFailures' | 'loginAccountBlock' | 'loginAccountBlockMax' | 'loginIpFailures' | 'tokenRateLimit'
-  | 'clientAuthIpFailures' | 'clientAuthClientFailures'>;
+  | 'tokenUserRateLimit' | 'clientAuthIpFailures' | 'clientAuthClientFailures'>;
 
 export const RATE_LIMIT_TABLE = 'rate_limits';
 
 /**
- * Which limit refused a request: the sign-in's per account or per IP, the token endpoint's per client or per
- * public client's IP, failed client authentications per IP or per client id.
+ * Which limit refused a request: the sign-in's per account or per IP, the token endpoint's per client, per
+ * public client's IP or per client and user, failed client authentications per IP or per client id.
  */
-export const LIMITERS = ['login_account', 'login_ip', 'token_client', 'token_public', 'client_auth_ip', 'client_auth_client'] as const;
+export const LIMITERS = ['login_account', 'login_ip', 'token_client', 'token_public', 'token_user', 'client_auth_ip', 'client_auth_client'] as const;
 export type Limiter = (typeof LIMITERS)[number];
 
 /** Measurements (src/metrics): every refusal, by the limit that refused it. */
@@ -196,33 +199,67 @@ export class LoginThrottle implements SignInThrottle {
 
 const TOKEN_WINDOW = 60;
 
+/** The subject a token exchange acts for, before anything is verified: what its per-user budget is keyed by. */
+function claimedSubject(params: Record<string, unknown> | undefined): string | undefined {
+  const token = params?.subject_token;
+  if (typeof token !== 'string' || token === '') return undefined;
+  if (params?.subject_token_type !== ID_TOKEN) {
+    // a refresh token stands for one user's session with this client: its hash is the key
+    return `rt:${createHash('sha256').update(token).digest('base64url').slice(0, 22)}`;
+  }
+  const payload = token.split('.')[1];
+  if (!payload || payload.length > 8192) return undefined;
+  try {
+    const sub = (JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as { sub?: unknown }).sub;
+    return typeof sub === 'string' && sub !== '' ? sub.slice(0, 255) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+type TokenLimit = 'token_client' | 'token_public' | 'token_user';
+
 /**
  * Requests per minute at the token endpoint, counted where the provider has authenticated the client and
  * before the grant does any work: the provider's grants (and the token exchange) are wrapped, so the key is
  * the client the provider authenticated (by Basic, body credentials or a client assertion) and no one can
- * spend another client's budget by naming it. A public client's requests count per IP (`public:<ip>`).
+ * spend another client's budget by naming it.
+ *
+ * - per client (`tokenRateLimit`): a ceiling, not a quota. One client id serves every user of an enterprise's
+ *   MCP client, so it is set far above any one enterprise's traffic (600,000 a minute by default) and only
+ *   stops a runaway or stolen client. A public client's requests count per IP (`public:<ip>`).
+ * - per client and user (`tokenUserRateLimit`, token exchanges only): 300 a minute by default, far above what
+ *   one person's MCP client needs (an exchange per MCP server per ID-JAG lifetime) and a brake on one user's
+ *   runaway loop that leaves the client's other users alone. The user is the subject token's `sub` as sent
+ *   (read, not yet verified, so that a refused request costs nothing; a forged `sub` only spends that
+ *   client's own budget for that user), or for a refresh token its hash.
+ *
  * Failed client authentication is not counted here but by the ClientAuthThrottle, on every endpoint.
  *
- * Over the limit: 429 with `Retry-After` and `{"error":"temporarily_unavailable", ...}` (OAuth defines no
+ * Over a limit: 429 with `Retry-After` and `{"error":"temporarily_unavailable", ...}` (OAuth defines no
  * error code for rate limiting; RFC 6749 §5.2 errors are 400s, and this one says to come back later).
- * Once a key is over, this node refuses it from memory until the window ends (the library's in-memory block).
+ * Counted in memory and reconciled through the database every second (window.ts, for the bound across nodes).
  */
 export class TokenThrottle {
-  readonly #limiter: RateLimiterStoreAbstract | undefined;
+  readonly #client: SharedWindow | undefined;
+  readonly #user: SharedWindow | undefined;
   readonly #log: Logger;
   readonly #observe: RateLimitObserver | undefined;
 
-  constructor(limiter: LimiterFactory, perMinute: number, log: Logger, observe?: RateLimitObserver) {
+  constructor(perClient: number, perUser: number, log: Logger, observe?: RateLimitObserver) {
     this.#log = log;
     this.#observe = observe;
-    if (perMinute > 0) {
-      this.#limiter = limiter({ keyPrefix: 'token', points: perMinute, duration: TOKEN_WINDOW, inMemoryBlockOnConsumed: perMinute + 1 });
-    }
+    if (perClient > 0) this.#client = new SharedWindow({ prefix: 'token', limit: perClient, duration: TOKEN_WINDOW });
+    if (perUser > 0) this.#user = new SharedWindow({ prefix: 'token_user', limit: perUser, duration: TOKEN_WINDOW });
+  }
+
+  get windows(): SharedWindow[] {
+    return [this.#client, this.#user].filter((w) => w !== undefined);
   }
 
   /** Every grant's handler, built in or registered, runs after this check (see buildProvider's `wrapGrant`). */
-  readonly wrapGrant: GrantWrapper = (_grantType, handler) => async (ctx) => {
-    await this.#check(ctx);
+  readonly wrapGrant: GrantWrapper = (grantType, handler) => async (ctx) => {
+    this.#check(ctx, grantType);
     return handler(ctx);
   };
 
@@ -233,38 +270,38 @@ export class TokenThrottle {
    */
   readonly middleware = async (ctx: Context, next: Next): Promise<void> => {
     await next();
-    const limiter = this.#limiter;
     const oidc = (ctx as unknown as KoaContextWithOIDC).oidc;
-    if (!limiter || oidc?.route !== 'token' || ctx.state.tokenRequestCounted || !oidc.client || ctx.status === 401) return;
-    try {
-      await take(limiter, keyOf(oidc.client, ctx.ip));
-    } catch (err) {
-      this.#log.error({ err }, 'token rate limit unavailable');
-    }
+    if (!this.#client || oidc?.route !== 'token' || ctx.state.tokenRequestCounted || !oidc.client || ctx.status === 401) return;
+    this.#client.add(keyOf(oidc.client, ctx.ip));
   };
 
-  async #check(ctx: KoaContextWithOIDC): Promise<void> {
-    const limiter = this.#limiter;
-    if (!limiter) return;
+  #check(ctx: KoaContextWithOIDC, grantType: string): void {
     ctx.state.tokenRequestCounted = true;
     const client = ctx.oidc.client;
     if (!client) return;
     const key = keyOf(client, ctx.ip);
-    let t: Taken;
-    try {
-      t = await take(limiter, key);
-    } catch (err) {
-      // Availability over strictness: a broken counter store must not take the token endpoint down with it.
-      this.#log.error({ err }, 'token rate limit unavailable; request allowed');
-      return;
+    if (this.#client) {
+      const t = this.#client.take(key);
+      if (!t.allowed) this.#refuse(ctx, this.#client, key.startsWith('client:') ? 'token_client' : 'token_public', key, t, describe(key.startsWith('client:') ? client.clientId : undefined, seconds(t.msLeft)));
     }
-    if (!t.refused) return;
-    this.#observe?.observeRefusal(key.startsWith('client:') ? 'token_client' : 'token_public');
-    const retryAfter = seconds(t.res.msBeforeNext);
-    const description = describe(key.startsWith('client:') ? client.clientId : undefined, retryAfter);
-    // once per window and key (later refusals come from memory, with no count)
-    if (t.res.consumedPoints === limiter.points + 1) this.#log.warn({ event: 'token.rate_limited', key, limit: limiter.points, retryAfter }, 'token endpoint rate limit reached');
-    const explanation = `${key} is over its limit of ${limiter.points} token requests per minute; told to retry after ${retryAfter} s`;
+    if (this.#user && grantType === TOKEN_EXCHANGE) {
+      const sub = claimedSubject(ctx.oidc.params as Record<string, unknown> | undefined);
+      if (sub === undefined) return;
+      const userKey = `${key}:${sub}`;
+      const t = this.#user.take(userKey);
+      if (!t.allowed) {
+        this.#refuse(ctx, this.#user, 'token_user', userKey, t, `rate limit exceeded for this user at client ${client.clientId}; retry after ${seconds(t.msLeft)} s`);
+      }
+    }
+  }
+
+  #refuse(ctx: KoaContextWithOIDC, window: SharedWindow, limiter: TokenLimit, key: string, t: WindowCount, description: string): never {
+    this.#observe?.observeRefusal(limiter);
+    const retryAfter = seconds(t.msLeft);
+    // once per window and key (later refusals find it over already)
+    if (t.count === window.limit + 1) this.#log.warn({ event: 'token.rate_limited', limiter, key, limit: window.limit, retryAfter }, 'token endpoint rate limit reached');
+    const per = limiter === 'token_user' ? 'token exchanges per minute for this user' : 'token requests per minute';
+    const explanation = `${key} is over its limit of ${window.limit} ${per}; told to retry after ${retryAfter} s`;
     ctx.state.throttled = { limit: 'token', retryAfter, description, explanation } satisfies Throttled;
     ctx.set('Retry-After', String(retryAfter));
     throw new OAuthError('temporarily_unavailable', description, 429);
@@ -273,7 +310,7 @@ export class TokenThrottle {
 
 /** An authenticated client's own bucket; a public client's requests count per IP. */
 const keyOf = (client: { clientId: string; clientAuthMethod?: string | undefined }, ip: string): string =>
-  (client.clientAuthMethod === 'none' ? `public:${ip}` : `client:${client.clientId}`);
+  bounded(client.clientAuthMethod === 'none' ? `public:${ip}` : `client:${client.clientId}`);
 
 function describe(clientId: string | undefined, retryAfter: number): string {
   return clientId === undefined
@@ -296,41 +333,37 @@ const CLIENT_AUTH_WINDOW = 60;
  *
  * The per-client limit lets anyone who knows a client id hold that client off for a minute at a time by
  * failing on purpose; it is set well above the per-IP one so that takes many addresses (README "Throttling").
+ * Counted like the token limits: in memory, reconciled through the database every second (window.ts).
  */
 export class ClientAuthThrottle implements ClientAuthGate {
-  readonly #buckets: { by: 'ip' | 'client'; limiter: RateLimiterStoreAbstract }[] = [];
-  readonly #log: Logger;
+  readonly #buckets: { by: 'ip' | 'client'; window: SharedWindow }[] = [];
   readonly #observe: RateLimitObserver | undefined;
 
-  constructor(limiter: LimiterFactory, s: ThrottleSettings, log: Logger, observe?: RateLimitObserver) {
-    this.#log = log;
+  constructor(s: ThrottleSettings, observe?: RateLimitObserver) {
     this.#observe = observe;
     if (s.clientAuthIpFailures > 0) {
-      this.#buckets.push({ by: 'ip', limiter: limiter({ keyPrefix: 'client_auth_ip', points: s.clientAuthIpFailures, duration: CLIENT_AUTH_WINDOW }) });
+      this.#buckets.push({ by: 'ip', window: new SharedWindow({ prefix: 'client_auth_ip', limit: s.clientAuthIpFailures, duration: CLIENT_AUTH_WINDOW }) });
     }
     if (s.clientAuthClientFailures > 0) {
-      this.#buckets.push({ by: 'client', limiter: limiter({ keyPrefix: 'client_auth_client', points: s.clientAuthClientFailures, duration: CLIENT_AUTH_WINDOW }) });
+      this.#buckets.push({ by: 'client', window: new SharedWindow({ prefix: 'client_auth_client', limit: s.clientAuthClientFailures, duration: CLIENT_AUTH_WINDOW }) });
     }
   }
 
+  get windows(): SharedWindow[] {
+    return this.#buckets.map((b) => b.window);
+  }
+
   async admit(ip: string, clientId: string): Promise<ClientAuthVerdict> {
-    for (const { by, limiter } of this.#buckets) {
-      const key = by === 'ip' ? ip : clientId;
-      let seen: RateLimiterRes | null;
-      try {
-        seen = await limiter.get(bounded(key));
-      } catch (err) {
-        // Availability over strictness, as at the token endpoint: the secret is still checked.
-        this.#log.error({ err }, 'client authentication throttle unavailable; attempt allowed');
-        return { allowed: true };
-      }
-      if (seen && seen.consumedPoints >= limiter.points && seen.msBeforeNext > 0) {
-        const retryAfter = seconds(seen.msBeforeNext);
+    for (const { by, window } of this.#buckets) {
+      const key = bounded(by === 'ip' ? ip : clientId);
+      const seen = window.peek(key);
+      if (seen.count >= window.limit) {
+        const retryAfter = seconds(seen.msLeft);
         this.#observe?.observeRefusal(by === 'ip' ? 'client_auth_ip' : 'client_auth_client');
         return {
           allowed: false, by, retryAfter,
           description: `too many failed client authentications ${by === 'ip' ? 'from this address' : `for client ${clientId}`}; retry after ${retryAfter} s`,
-          explanation: `${by}:${key} is over its limit of ${limiter.points} failed client authentications per minute; told to retry after ${retryAfter} s`,
+          explanation: `${by}:${key} is over its limit of ${window.limit} failed client authentications per minute; told to retry after ${retryAfter} s`,
         };
       }
     }
@@ -338,25 +371,45 @@ export class ClientAuthThrottle implements ClientAuthGate {
   }
 
   async failed(ip: string, clientId: string): Promise<void> {
-    await Promise.all(this.#buckets.map(({ by, limiter }) => limiter.penalty(bounded(by === 'ip' ? ip : clientId)).catch((err: unknown) => {
-      this.#log.error({ err }, 'client authentication throttle unavailable; failure not counted');
-    })));
+    for (const { by, window } of this.#buckets) window.add(bounded(by === 'ip' ? ip : clientId));
   }
 }
 
 // ---------------------------------------------------------------------------------------------------------
 
+/** How often each node reconciles its counters with the database: the bound across nodes (window.ts). */
+export const SYNC_MS = 1000;
+
 export interface RateLimits {
   login: LoginThrottle;
   token: TokenThrottle;
   clientAuth: ClientAuthThrottle;
+  /** reconciles the in-memory counters with the database now (also done every SYNC_MS once started) */
+  sync(): Promise<void>;
+  /** stops the periodic reconciliation, after a last one */
+  close(): Promise<void>;
 }
 
 export function createRateLimits(database: Database, settings: ThrottleSettings, log: Logger, observe?: RateLimitObserver): RateLimits {
   const limiter = limiterFactory(database);
+  const token = new TokenThrottle(settings.tokenRateLimit, settings.tokenUserRateLimit, log, observe);
+  const clientAuth = new ClientAuthThrottle(settings, observe);
+  const windows = [...token.windows, ...clientAuth.windows];
+  let running: Promise<void> | undefined;
+  const sync = () => running ??= syncWindows(database.db, windows)
+    .catch((err: unknown) => log.error({ err }, 'rate limit counters could not be reconciled with the database; counting on this node alone until they can'))
+    .finally(() => { running = undefined; });
+  const timer = windows.length ? setInterval(() => void sync(), SYNC_MS) : undefined;
+  timer?.unref();
   return {
     login: new LoginThrottle(limiter, settings, observe),
-    token: new TokenThrottle(limiter, settings.tokenRateLimit, log, observe),
-    clientAuth: new ClientAuthThrottle(limiter, settings, log, observe),
+    token,
+    clientAuth,
+    sync,
+    close: async () => {
+      clearInterval(timer);
+      await running;
+      await sync();
+    },
   };
 }

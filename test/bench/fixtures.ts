@@ -5,9 +5,11 @@
  */
 import { randomUUID } from 'node:crypto';
 import type SQLite from 'better-sqlite3';
+import { decodeJwt, decodeProtectedHeader, importJWK, SignJWT } from 'jose';
 import { applyDocument, parseDocument } from '../../src/admin/document.ts';
 import { migrateToLatest, now, openDatabase, type Database, type DB } from '../../src/db/index.ts';
 import type { SubjectKind } from '../../src/db/schema.ts';
+import { activeKey, loadKeySet } from '../../src/oidc/keys.ts';
 import { applySeed } from '../../seed/index.ts';
 import { TOKEN_EXCHANGE } from '../helpers/exchange.ts';
 
@@ -200,4 +202,42 @@ export function rulePlan(sqlite: SQLite.Database): string {
   const rows = sqlite.prepare('explain query plan select * from "policy_rules" where "client_id" = ? and "resource_server_id" = ?')
     .all('demo-agent', 'x') as { detail: string }[];
   return rows.map((r) => r.detail).join('; ');
+}
+
+/**
+ * `count` users in the groups of `like` (alice by default, so the seed's rule admits them like her), for load
+ * that looks like an enterprise's: many users behind one client id, each within the per-user token limit (300
+ * a minute by default) that a single user hammering the endpoint would hit. Their subs, in order.
+ */
+export async function addBenchUsers(db: DB, count: number, like = 'alice'): Promise<string[]> {
+  const model = await db.selectFrom('users').select('sub').where('username', '=', like).executeTakeFirstOrThrow();
+  const groups = (await db.selectFrom('group_members').select('group_name').where('user_sub', '=', model.sub).execute()).map((g) => g.group_name);
+  const at = now();
+  const subs = Array.from({ length: count }, () => randomUUID());
+  for (let i = 0; i < count; i += 200) {
+    const batch = subs.slice(i, i + 200);
+    await db.insertInto('users').values(batch.map((sub, j) => ({
+      sub, username: `bench-${like}-${i + j}`, email: `bench-${like}-${i + j}@example.com`, email_verified: 1, name: `Bench user ${i + j} (like ${like})`,
+      password_hash: null, disabled: 0, created_at: at, updated_at: at,
+    }))).execute();
+    const members = batch.flatMap((sub) => groups.map((group_name) => ({ group_name, user_sub: sub })));
+    if (members.length) await db.insertInto('group_members').values(members).execute();
+  }
+  return subs;
+}
+
+/**
+ * ID Tokens for `subs`: the claims of one the provider issued (`template`), with each sub, signed with the
+ * IdP's own ID Token key as the provider signs them (same header, same claims, fresh iat and exp). Signing a
+ * thousand users in through the browser flow would take minutes and measure the sign-in, not the exchange.
+ */
+export async function idTokensLike(db: DB, template: string, subs: string[]): Promise<string[]> {
+  const header = decodeProtectedHeader(template);
+  const claims = decodeJwt(template);
+  const key = activeKey(await loadKeySet(db), 'id_token');
+  const privateKey = await importJWK(key.privateJwk, key.alg);
+  const iat = now();
+  const lifetime = (claims.exp ?? iat + 3600) - (claims.iat ?? iat);
+  return Promise.all(subs.map((sub) => new SignJWT({ ...claims, sub, iat, exp: iat + lifetime })
+    .setProtectedHeader({ ...header, alg: key.alg, kid: key.kid }).sign(privateKey)));
 }

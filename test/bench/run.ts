@@ -49,7 +49,7 @@ import type { AuditScaleResult } from './audit.ts';
 import { randomBytes } from 'node:crypto';
 import { maintenance, pgMaintenanceUrl, quoteIdent } from '../helpers/pg-admin.ts';
 import { openDatabase, POOL_SIZE } from '../../src/db/index.ts';
-import { addSyntheticRules, addSyntheticRulesVia, BENCH_CC, openSqlite, prepareDatabase, removeSynthetic, rulePlan, TODO_AS, TODO_MCP } from './fixtures.ts';
+import { addBenchUsers, addSyntheticRules, addSyntheticRulesVia, BENCH_CC, idTokensLike, openSqlite, prepareDatabase, removeSynthetic, rulePlan, TODO_AS, TODO_MCP } from './fixtures.ts';
 import { firstLine, fmt, HERE, OUT, percentile, startServer, table, type ServerHandle } from './harness.ts';
 import { runSoak } from './soak.ts';
 
@@ -244,7 +244,16 @@ interface Load {
   url: string;
   headers: Record<string, string>;
   body: string;
+  /** bodies to send in turn instead of `body` (the exchange: one per bench user) */
+  bodies?: string[];
 }
+
+/**
+ * The exchange's load is an enterprise's: BENCH_USERS users behind one client id, sent in turn, so each stays
+ * within the default per-user limit (300 a minute) at any rate this machine reaches; the per-client ceiling is
+ * the default too. The bench runs the server's default configuration.
+ */
+const BENCH_USERS = 1000;
 
 interface RunResult {
   scenario: string;
@@ -280,11 +289,14 @@ interface Shot { result: autocannon.Result; latencies: number[] }
  */
 async function cannon(load: Load, connections: number, seconds: number): Promise<Shot> {
   const latencies: number[] = [];
+  const { bodies } = load;
+  let next = 0;
   const instance = autocannon({
     url: load.url,
     method: 'POST',
     headers: load.headers,
     body: load.body,
+    ...(bodies?.length ? { requests: [{ setupRequest: (req: autocannon.Request) => ({ ...req, body: bodies[next++ % bodies.length] }) }] } : {}),
     connections,
     duration: seconds,
     timeout: 10,
@@ -398,15 +410,7 @@ async function main() {
     const idToken = String(signedIn.tokens.id_token ?? '');
     if (!idToken) throw new Error('sign-in returned no ID Token');
 
-    const exchangeLoad: Load = {
-      name: 'token exchange (ID-JAG)',
-      url: `${server.url}/token`,
-      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basic(DEMO_AGENT.id, DEMO_AGENT.secret) },
-      body: new URLSearchParams({
-        grant_type: TOKEN_EXCHANGE, requested_token_type: ID_JAG, subject_token: idToken, subject_token_type: ID_TOKEN,
-        audience: TODO_AS, resource: TODO_MCP,
-      }).toString(),
-    };
+    const exchangeLoad = exchangeAt(server.url, await benchIdTokens(dbFile, idToken));
     const ccLoad: Load = {
       name: 'client_credentials (baseline)',
       url: `${server.url}/token`,
@@ -596,15 +600,28 @@ async function main() {
 // --db postgres: the exchange on SQLite and on PostgreSQL, one node and two
 
 /** The exchange request of DEMO_AGENT for alice's ID Token, aimed at `url`. */
-const exchangeAt = (url: string, idToken: string): Load => ({
+const exchangeBody = (idToken: string) => new URLSearchParams({
+  grant_type: TOKEN_EXCHANGE, requested_token_type: ID_JAG, subject_token: idToken, subject_token_type: ID_TOKEN,
+  audience: TODO_AS, resource: TODO_MCP,
+}).toString();
+
+const exchangeAt = (url: string, idTokens: string[]): Load => ({
   name: 'token exchange (ID-JAG)',
   url: `${url}/token`,
   headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basic(DEMO_AGENT.id, DEMO_AGENT.secret) },
-  body: new URLSearchParams({
-    grant_type: TOKEN_EXCHANGE, requested_token_type: ID_JAG, subject_token: idToken, subject_token_type: ID_TOKEN,
-    audience: TODO_AS, resource: TODO_MCP,
-  }).toString(),
+  body: exchangeBody(idTokens[0]!),
+  bodies: idTokens.map(exchangeBody),
 });
+
+/** BENCH_USERS users added to the live database, and an ID Token for each like the one the provider issued. */
+async function benchIdTokens(location: string, template: string): Promise<string[]> {
+  const database = openDatabase(location);
+  try {
+    return await idTokensLike(database.db, template, await addBenchUsers(database.db, BENCH_USERS));
+  } finally {
+    await database.close();
+  }
+}
 
 /** One request by hand: a wrong setup fails here with the server's words, not as N non-200s. */
 async function checkOnce(load: Load): Promise<void> {
@@ -641,11 +658,14 @@ async function comparePostgres(): Promise<void> {
   const servers: ServerHandle[] = [];
   let created = false;
   // one setup: sign in at the first server, check every server once, warm the servers up, measure
-  const setup = async (name: string, nodes: ServerHandle[], rules: number) => {
+  const usersAdded = new Map<string, Promise<string[]>>();
+  const setup = async (name: string, location: string, nodes: ServerHandle[], rules: number) => {
     const signedIn = await signIn(nodes[0]!.url, { username: 'alice', password: 'alice' });
     const idToken = String(signedIn.tokens.id_token ?? '');
     if (!idToken) throw new Error(`${name}: sign-in returned no ID Token`);
-    const loads = nodes.map((n) => exchangeAt(n.url, idToken));
+    if (!usersAdded.has(location)) usersAdded.set(location, benchIdTokens(location, idToken));
+    const idTokens = await usersAdded.get(location)!;
+    const loads = nodes.map((n) => exchangeAt(n.url, idTokens));
     for (const load of loads) await checkOnce(load);
     if (WARMUP > 0) {
       process.stderr.write(`  ${name}: server warm-up ${2 * WARMUP} s ...`);
@@ -666,7 +686,7 @@ async function comparePostgres(): Promise<void> {
     const dbFile = join(dir, 'idjag.db');
     const sqliteRules = await prepareExchangeDatabase(dbFile);
     servers.push(await startServer(dbFile, childArgs('server-sqlite')));
-    await setup('SQLite, 1 node', [servers[0]!], sqliteRules);
+    await setup('SQLite, 1 node', dbFile, [servers[0]!], sqliteRules);
     await stopAll();
 
     // (b) PostgreSQL, one node, on a fresh database
@@ -675,12 +695,12 @@ async function comparePostgres(): Promise<void> {
     const pgRules = await prepareExchangeDatabase(pgUrl.toString());
     const first = await startServer(pgUrl.toString(), childArgs('server-pg-1'));
     servers.push(first);
-    await setup('PostgreSQL, 1 node', [first], pgRules);
+    await setup('PostgreSQL, 1 node', pgUrl.toString(), [first], pgRules);
 
     // (c) PostgreSQL, two nodes: a second process on the same database with the first one's issuer (an ID
     // Token from either is valid at both), the connections split between them
     servers.push(await startServer(pgUrl.toString(), childArgs('server-pg-2'), first.issuer));
-    await setup('PostgreSQL, 2 nodes', [first, servers[1]!], pgRules);
+    await setup('PostgreSQL, 2 nodes', pgUrl.toString(), [first, servers[1]!], pgRules);
   } finally {
     await stopAll();
     rmSync(dir, { recursive: true, force: true });

@@ -5,8 +5,9 @@
  * - login: the whole sign-in through the real login form, as test/helpers/browser.ts walks it (authorization
  *   request with PKCE, login page, form post with its CSRF token, redirects, code exchange at /token), for
  *   alice and bob in turn; each login's ID Token replaces that user's token for the exchanges that follow;
- * - exchange allowed: alice's ID Token for an ID-JAG (200);
- * - exchange denied: bob's (sales) ID Token, refused with 400 invalid_target;
+ * - exchange allowed: alice's ID Token for an ID-JAG (200), or one of POOL users in her groups (their ID Tokens
+ *   signed with the IdP's key like hers), in turn;
+ * - exchange denied: bob's (sales) ID Token, or one of POOL users like him, refused with 400 invalid_target;
  * - admin reads: GET /admin/api/audit?limit=50 and GET /admin/api/rules with a client_credentials token of
  *   idjag-admin-cli (scope admin), 200.
  *
@@ -23,8 +24,11 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { authorize, basic, Browser, DEMO_AGENT, REDIRECT_URI, signIn } from '../helpers/browser.ts';
 import { ID_JAG, ID_TOKEN, TOKEN_EXCHANGE } from '../helpers/exchange.ts';
-import { openSqlite, prepareDatabase, TODO_AS, TODO_MCP } from './fixtures.ts';
+import { addBenchUsers, idTokensLike, openSqlite, prepareDatabase, TODO_AS, TODO_MCP } from './fixtures.ts';
 import { fmt, OUT, percentile, startServer, table, type ServerHandle, type ServerMemory } from './harness.ts';
+
+/** users like alice, and like bob, whose exchanges the soak sends in turn */
+const POOL = 300;
 
 type Kind = 'login' | 'exchange allowed' | 'exchange denied' | 'admin audit' | 'admin rules';
 
@@ -119,6 +123,25 @@ export async function runSoak(o: SoakOptions): Promise<boolean> {
       bob: String((await signIn(base, { username: 'bob', password: 'bob' })).tokens.id_token ?? ''),
     };
     if (!idTokens.alice || !idTokens.bob) throw new Error('sign-in returned no ID Token');
+    // The exchanges of each kind spread over POOL users like alice (or bob), as an enterprise's traffic does:
+    // the default per-user limit (300 a minute) would refuse one user sending a soak's worth.
+    const pools = await (async () => {
+      const database = openSqlite(dbFile);
+      try {
+        return {
+          alice: await idTokensLike(database.db, idTokens.alice, await addBenchUsers(database.db, POOL, 'alice')),
+          bob: await idTokensLike(database.db, idTokens.bob, await addBenchUsers(database.db, POOL, 'bob')),
+        };
+      } finally {
+        await database.close();
+      }
+    })();
+    const turn = { alice: 0, bob: 0 };
+    // alice and bob themselves are in the turn too, with the ID Token of their latest login
+    const nextToken = (user: 'alice' | 'bob') => {
+      const i = turn[user]++ % (POOL + 1);
+      return i === 0 ? idTokens[user] : pools[user][i - 1]!;
+    };
 
     let admin: { token: string; refreshAt: number } | undefined;
     let adminRefresh: Promise<string> | undefined;
@@ -176,7 +199,7 @@ export async function runSoak(o: SoakOptions): Promise<boolean> {
     };
     async function exchange(user: 'alice' | 'bob', expected: (status: number, body: Record<string, unknown>) => boolean): Promise<Outcome> {
       const body = new URLSearchParams({
-        grant_type: TOKEN_EXCHANGE, requested_token_type: ID_JAG, subject_token: idTokens[user], subject_token_type: ID_TOKEN,
+        grant_type: TOKEN_EXCHANGE, requested_token_type: ID_JAG, subject_token: nextToken(user), subject_token_type: ID_TOKEN,
         audience: TODO_AS, resource: TODO_MCP,
       });
       exchangesSent++;
