@@ -12,6 +12,7 @@ import * as m0010 from './0010_claim_release.ts';
 import * as m0010b from './0010b_authorization_details.ts';
 import * as m0011 from './0011_rule_time_bounds.ts';
 import * as m0011b from './0011b_change_impact.ts';
+import * as m0012 from './0012_audit_slim_indexes.ts';
 
 /**
  * Every migration, by name. Listed statically (not read from the folder at run time) so the same list
@@ -31,4 +32,5 @@ export const migrations: Record<string, Migration> = {
   '0010b_authorization_details': m0010b,
   '0011_rule_time_bounds': m0011,
   '0011b_change_impact': m0011b,
+  '0012_audit_slim_indexes': m0012,
 };

@@ -87,7 +87,7 @@ sqliteOnly('the audit query at a million rows (SQLite)', () => {
   });
 
   describe.each(Object.entries(FILTERS))('%s', (_name, filter) => {
-    test('first page and a 90%-deep page read an index, never the table, and sort nothing', async () => {
+    test('first page and a 90%-deep page read an index, never the table, and sort only the rows of one millisecond', async () => {
       const { cursor, offset } = await deepCursor(filter);
       for (const p of [AuditPage.parse({ ...filter, limit: 50 }), AuditPage.parse({ ...filter, limit: 50, cursor })]) {
         const lines = await plan(p);
@@ -96,9 +96,11 @@ sqliteOnly('the audit query at a million rows (SQLite)', () => {
         expect(onTable[0]).toMatch(/^(SCAN|SEARCH) audit_log USING INDEX audit_by_\w+/);
         // a filter seeks on its own index; walking the time index and testing each row would be a scan in disguise
         if (Object.keys(filter).length) expect(onTable[0]).toMatch(/^SEARCH /);
-        expect(lines.join('\n')).not.toMatch(/TEMP B-TREE/);
+        // the index gives the order by `at`; only rows of the same millisecond are sorted by id, as they come
+        // (SQLite's block sort of the last ORDER BY term), never the whole filtered set
+        for (const sorts of lines.filter((l) => /TEMP B-TREE/.test(l))) expect(sorts).toMatch(/^USE TEMP B-TREE FOR (LAST TERM|RIGHT PART) OF ORDER BY$/);
         // a deep page seeks to the cursor inside the index instead of walking down to it
-        if (p.cursor) expect(onTable[0]).toContain('(at,id)<(?,?)');
+        if (p.cursor) expect(onTable[0]).toMatch(/\bat<\?/);
       }
 
       // and the deep page holds the right rows: the ones right after the cursor, newest first

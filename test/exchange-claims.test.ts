@@ -6,7 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import { decodeJwt } from 'jose';
-import { decodeChecks } from '../src/audit/codec.ts';
+import { decodeChecks, decodeTokenType } from '../src/audit/codec.ts';
 import { connectAdmin, type AdminClient } from './helpers/admin.ts';
 import { lastAuditRow } from './helpers/audit.ts';
 import { basic, signIn, type TokenResponse } from './helpers/browser.ts';
@@ -123,7 +123,8 @@ describe('actor_token (RFC 8693 §2.1: OPTIONAL; the draft defines no processing
     expect(res.status).toBe(200);
     expect(JSON.stringify(idJagOf(res))).not.toContain('agent-7');
     const row = await lastAuditRow(idjag);
-    expect(row).toMatchObject({ decision: 'issued', actor_token_type: JWT_TYPE, actor_token_hash: hash });
+    expect(row).toMatchObject({ decision: 'issued', actor_token_type: '@jwt', actor_token_hash: hash });
+    expect(decodeTokenType(row.actor_token_type)).toBe(JWT_TYPE);
     expect(JSON.stringify(row)).not.toContain('the-actor-token');
     expect(decodeChecks(row.checks).find((c) => c.name === 'actor_token')).toMatchObject({ status: 'passed', message: `type ${JWT_TYPE}; recorded by its hash, not processed further` });
     const attempt = await latestAttempt();

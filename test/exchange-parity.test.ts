@@ -196,7 +196,7 @@ test.each(cases)('$name: the simulator decides what the token endpoint decides',
       audience, resource, scope: c.scope, authorization_details: c.details, ...(secret === undefined ? { client_id: client } : {}),
     }, secret === undefined ? null : { id: client, secret }, proof);
     const row = await lastAuditRow(idjag);
-    const checks = decodeChecks(row.checks);
+    const checks = decodeChecks(row.checks, row);
     const endpoint: Seen = {
       decision: row.decision, reason: row.reason, error: row.error, failed: checks.find((x) => x.status === 'failed')?.name ?? null,
       statuses: statusesOf(checks), scopes: row.scopes_granted?.split(' ') ?? [], details: decodeTypes(row.details_granted) ?? [],

@@ -19,9 +19,9 @@ import { exchange, ID_JAG, ID_TOKEN, TODO_AS, TODO_MCP, TOKEN_EXCHANGE } from '.
 import { maintenance, onPostgres, sqliteHandle, sqliteOnly } from './helpers/database.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
 
-// The token endpoint's rate limit on (its counters are database writes too, and must fail open, not closed),
-// but out of reach of the load below.
-const UNREACHABLE_RATE_LIMIT = { tokenRateLimit: 1_000_000 } as Partial<Config>;
+// The token endpoint's per-client limit on at its default, the per-user one off: this test sends one user's
+// requests by the hundred, past the per-user limit (300 a minute by default).
+const UNREACHABLE_RATE_LIMIT = { tokenUserRateLimit: 0 } as Partial<Config>;
 
 /** 503 temporarily_unavailable, no token of any kind, no-store, and a description that blames no request check. */
 function expectFailedClosed(res: TokenResponse) {

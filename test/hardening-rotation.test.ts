@@ -16,8 +16,9 @@ import { startTestServer, type TestServer } from './helpers/server.ts';
 const CLIENTS = 8;
 const ROTATIONS = 5;
 
-// The token endpoint's rate limit on, counting in the database as in production, but out of this test's reach.
-const UNREACHABLE_RATE_LIMIT = { tokenRateLimit: 1_000_000 } as Partial<Config>;
+// The token endpoint's per-client limit on at its default, the per-user one off: this test sends one user's
+// requests by the hundred, past the per-user limit (300 a minute by default).
+const UNREACHABLE_RATE_LIMIT = { tokenUserRateLimit: 0 } as Partial<Config>;
 
 let idjag: TestServer;
 beforeAll(async () => {

@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import { z } from 'zod';
-import { decodeChecks, decodeResources, decodeRuleIds, decodeTypes, encodeResources, failedCheck, RESOURCES_INDEXED_MAX } from '../audit/codec.ts';
+import { decodeChecks, decodeResources, decodeRuleIds, decodeTokenType, decodeTypes, encodeResources, failedCheck, RESOURCES_INDEXED_MAX } from '../audit/codec.ts';
 import type { DB } from '../db/index.ts';
 import { subsOf } from '../db/users.ts';
 import type { AuditDecision, AuditLogTable } from '../db/schema.ts';
@@ -131,7 +131,11 @@ export async function auditQuery(db: DB, f: AuditFilter, after?: { at: number; i
   if (f.from !== undefined) q = q.where('at', '>=', f.from);
   // One upper bound, the tighter of `to` and the cursor: with both, SQLite would seek on `to` and walk every
   // row down to the cursor, so a deep page in a time range would cost its depth.
-  if (after && (f.to === undefined || after.at < f.to)) q = q.where((eb) => eb(eb.refTuple('at', 'id'), '<', eb.tuple(after.at, after.id)));
+  // The cursor's condition, (at, id) < (after.at, after.id), spelled with `at <= after.at` on its own: the
+  // indexes hold (filter, at), and both planners seek on that term where they would scan for the row value.
+  if (after && (f.to === undefined || after.at < f.to)) {
+    q = q.where('at', '<=', after.at).where((eb) => eb.or([eb('at', '<', after.at), eb('id', '<', after.id)]));
+  }
   else if (f.to !== undefined) q = q.where('at', '<', f.to);
   return q.orderBy('at', 'desc').orderBy('id', 'desc');
 }
@@ -170,7 +174,7 @@ export async function searchAudit(db: DB, p: AuditPage): Promise<{ items: AuditS
   return { items: page.map(toSummary), next_cursor: rows.length > p.limit && last ? encodeCursor(last.at, last.id) : null };
 }
 
-const expandChecks = (stored: string): AuditCheck[] => describeChecks(decodeChecks(stored));
+const expandChecks = (r: AuditLogTable): AuditCheck[] => describeChecks(decodeChecks(r.checks, r));
 
 /** One decision with everything it recorded: each check (passed, failed, not reached) and the rules it named. */
 export async function getAuditEntry(db: DB, id: string): Promise<AuditEntry> {
@@ -183,15 +187,15 @@ export async function getAuditEntry(db: DB, id: string): Promise<AuditEntry> {
     request_id: r.request_id,
     jti: r.jti,
     exp: r.exp === null ? null : new Date(r.exp * 1000).toISOString(),
-    subject_token_type: r.subject_token_type,
+    subject_token_type: decodeTokenType(r.subject_token_type),
     ip: r.ip,
     user_agent: r.user_agent,
     duration_ms: r.duration_ms,
     details_requested: decodeTypes(r.details_requested),
     details_granted: decodeTypes(r.details_granted),
-    actor_token_type: r.actor_token_type,
+    actor_token_type: decodeTokenType(r.actor_token_type),
     actor_token_hash: r.actor_token_hash,
-    checks: expandChecks(r.checks),
+    checks: expandChecks(r),
     rules: await Promise.all(summary.rule_ids.map(async (ruleId) => ({ id: ruleId, rule: (await findRule(db, ruleId)) ?? null }))),
   };
 }
@@ -235,9 +239,9 @@ export function csvLine(r: AuditLogTable): string {
     time,
     resources: resources?.join(' '),
     rule_ids: ruleIds.join(' '),
-    failed_check: failedCheck(decodeChecks(r.checks)),
+    failed_check: failedCheck(decodeChecks(r.checks, r)),
     jti: r.jti,
-    subject_token_type: r.subject_token_type,
+    subject_token_type: decodeTokenType(r.subject_token_type),
     ip: r.ip,
     user_agent: r.user_agent,
     duration_ms: r.duration_ms,
@@ -249,9 +253,11 @@ export function jsonLine(r: AuditLogTable): string {
   return `${JSON.stringify({
     ...r,
     time: new Date(r.at).toISOString(),
+    subject_token_type: decodeTokenType(r.subject_token_type),
+    actor_token_type: decodeTokenType(r.actor_token_type),
     resources: list(r.resources),
     rule_ids: decodeRuleIds(r.rule_id),
-    checks: decodeChecks(r.checks),
+    checks: decodeChecks(r.checks, r),
     details_requested: decodeTypes(r.details_requested),
     details_granted: decodeTypes(r.details_granted),
   })}\n`;

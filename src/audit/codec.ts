@@ -1,8 +1,10 @@
 /**
  * The audit row's format, in one place: what the writer encodes and every reader (the admin's query and
- * exports, the client diagnostics view) decodes. A check is stored by name with its outcome and messages;
- * its section and OAuth error follow from the name (src/exchange/checks.ts), so they are not stored.
+ * exports, the client diagnostics view) decodes. A check is stored by code with its outcome and what it said
+ * that the row does not say already; its section and OAuth error follow from the name
+ * (src/exchange/checks.ts), so they are not stored.
  */
+import { WARNINGS } from '../exchange/lint.ts';
 
 export type CheckStatus = 'passed' | 'failed' | 'not_reached';
 
@@ -28,33 +30,147 @@ export const MAX_TEXT = 2048;
 export const text = (v: string | undefined, max = MAX_TEXT): string | null => (v === undefined ? null : v.slice(0, max));
 
 /**
- * A check list is stored compactly, since every decision writes one (25 checks for an ID Token exchange): a check
- * that passed with nothing to say is its bare name, one not reached `-name`, any other `[name, status letter,
- * message, explanation]` with trailing empties left off. Rows written before in the long form (one object per
- * check) read the same.
+ * A check's code in the stored form: its index here. Append only: a stored row names its checks by these
+ * numbers, so a code is never reused or moved (a retired check keeps its code).
+ */
+export const CHECK_CODES: readonly string[] = [
+  'client_authentication', 'request_syntax', 'confidential_client', 'grant_type_allowed', 'requested_token_type',
+  'subject_token_type', 'subject_token_present', 'audience_present', 'actor_token', 'id_token.format',
+  'id_token.algorithm', 'id_token.key', 'id_token.signature', 'id_token.issuer', 'id_token.audience',
+  'id_token.expiry', 'id_token.issued_at', 'id_token.subject', 'refresh_token', 'user',
+  'audience', 'resource', 'policy', 'scope', 'step_up',
+  'issue', 'dpop_proof', 'authorization_details.format', 'authorization_details.types', 'rate_limit',
+  'unsupported_parameters', 'refresh_token.found', 'refresh_token.client', 'refresh_token.live',
+];
+const CODE_OF: ReadonlyMap<string, number> = new Map(CHECK_CODES.map((name, i) => [name, i]));
+
+/** The row's own columns a check's message may repeat: what is stored there need not be stored twice. */
+export interface RowFacts {
+  audience: string | null;
+  /** as stored (encodeResources) */
+  resources: string | null;
+  username: string | null;
+  explanation: string;
+  scopes_granted: string | null;
+  jti: string | null;
+  exp: number | null;
+}
+
+/** What the ID-JAG's issue check says: the token's id and expiry (src/exchange/mint.ts writes it so). */
+export const issuedDescription = (jti: string, exp: number): string => `jti ${jti}, expires ${new Date(exp * 1000).toISOString()}`;
+
+type Said = Pick<CheckRecord, 'message' | 'explanation'>;
+
+/**
+ * What a passed check says when all it says is in the row's columns (the pipeline passes these checks so),
+ * or is what it says nearly always. These are part of the stored format: a row stores a check by code alone
+ * when it said exactly this, so a literal here is never changed (a new default would misread older rows).
+ */
+function derived(name: string, row: RowFacts | undefined): Said {
+  switch (name) {
+    case 'client_authentication': return { message: 'authenticated with client_secret_basic' };
+    case 'id_token.algorithm': return { message: 'RS256' };
+    default: break;
+  }
+  if (!row) return {};
+  switch (name) {
+    case 'audience': return row.audience === null ? {} : { message: row.audience };
+    case 'resource': {
+      if (row.resources === null) return {};
+      const resources = decodeResources(row.resources);
+      return { message: resources.length ? resources.join(' ') : 'none requested (audience-only)' };
+    }
+    case 'user': return row.username === null ? {} : { message: row.username };
+    case 'policy': return { message: 'allowed', explanation: row.explanation };
+    case 'scope': return row.scopes_granted === null ? {} : { message: row.scopes_granted };
+    case 'issue': return row.jti === null || row.exp === null ? {} : { message: issuedDescription(row.jti, row.exp) };
+    default: return {};
+  }
+}
+
+/**
+ * A check list is stored compactly, since every decision writes one (25 checks for an ID Token exchange), by
+ * the codes above:
+ *
+ * - `n`: check n passed, and said nothing the row's columns do not say (see `derived`);
+ * - `-n-1`: check n was not reached;
+ * - `"a-b"`: checks a to b, each as `n`; `"-a-b"`: checks a to b, not reached (runs of three or more);
+ * - `[n, status letter, message, explanation]` otherwise, trailing empties left off.
+ *
+ * A name without a code is stored by name (`name`, `-name` or `[name, ...]`), as rows written before codes
+ * were; rows of the long form (one object per check) read the same too.
  */
 const LETTER: Record<CheckStatus, string> = { passed: 'p', failed: 'f', not_reached: 'n' };
 const BY_LETTER: Record<string, CheckStatus> = { p: 'passed', f: 'failed', n: 'not_reached' };
 
-function encodeCheck(c: CheckRecord): string | (string | null)[] {
-  if (c.message === undefined && c.explanation === undefined) {
+function encodeCheck(c: CheckRecord, row: RowFacts | undefined): number | string | (string | number | null)[] {
+  const code = CODE_OF.get(c.name);
+  const silent = c.message === undefined && c.explanation === undefined;
+  if (code !== undefined) {
+    if (c.status === 'passed') {
+      const d = derived(c.name, row);
+      if (d.message === c.message && d.explanation === c.explanation) return code;
+    } else if (c.status === 'not_reached' && silent) {
+      return -code - 1;
+    }
+  } else if (silent && !RANGE.test(c.name)) {
     if (c.status === 'passed') return c.name;
     if (c.status === 'not_reached') return `-${c.name}`;
   }
-  const tuple: (string | null)[] = [c.name, LETTER[c.status]];
-  if (c.message !== undefined || c.explanation !== undefined) tuple.push(c.message ?? null);
+  const tuple: (string | number | null)[] = [code ?? c.name, LETTER[c.status]];
+  if (!silent) tuple.push(c.message ?? null);
   if (c.explanation !== undefined) tuple.push(c.explanation);
   return tuple;
 }
 
-export const encodeChecks = (checks: readonly CheckRecord[]): string => JSON.stringify(checks.map(encodeCheck));
+type Entry = ReturnType<typeof encodeCheck>;
+
+/** Runs of consecutive codes with the same outcome, as one range each (a check list is mostly such runs). */
+function ranged(entries: Entry[]): Entry[] {
+  const out: Entry[] = [];
+  for (let i = 0; i < entries.length;) {
+    const first = entries[i];
+    let j = i + 1;
+    if (typeof first === 'number') {
+      const step = first >= 0 ? 1 : -1;
+      while (j < entries.length && entries[j] === first + step * (j - i)) j++;
+    }
+    if (typeof first === 'number' && j - i >= 3) {
+      const last = entries[j - 1] as number;
+      out.push(first >= 0 ? `${first}-${last}` : `-${-first - 1}-${-last - 1}`);
+    } else {
+      out.push(...entries.slice(i, j));
+    }
+    i = j;
+  }
+  return out;
+}
+
+const RANGE = /^(-?)(\d+)-(\d+)$/;
+
+/** `row`: the row's columns as stored, so that what they say is not stored again in the list. */
+export const encodeChecks = (checks: readonly CheckRecord[], row?: RowFacts): string => JSON.stringify(ranged(checks.map((c) => encodeCheck(c, row))));
 
 const STATUSES = new Set<string>(['passed', 'failed', 'not_reached']);
 
-function decodeCheck(c: unknown): CheckRecord[] {
-  if (typeof c === 'string') return c.startsWith('-') ? [{ name: c.slice(1), status: 'not_reached' }] : [{ name: c, status: 'passed' }];
+function decodeCheck(c: unknown, row: RowFacts | undefined): CheckRecord[] {
+  if (typeof c === 'number') {
+    const name = CHECK_CODES[c < 0 ? -c - 1 : c];
+    if (name === undefined) return [];
+    return c < 0 ? [{ name, status: 'not_reached' }] : [{ name, status: 'passed', ...withoutUndefined(derived(name, row)) }];
+  }
+  if (typeof c === 'string') {
+    const range = RANGE.exec(c);
+    if (range) {
+      const [from, to] = [Number(range[2]), Number(range[3])];
+      if (to < from || to >= CHECK_CODES.length) return [];
+      return Array.from({ length: to - from + 1 }, (_, k) => decodeCheck(range[1] ? -(from + k) - 1 : from + k, row)).flat();
+    }
+    return c.startsWith('-') ? [{ name: c.slice(1), status: 'not_reached' }] : [{ name: c, status: 'passed' }];
+  }
   if (Array.isArray(c)) {
-    const [name, letter, message, explanation] = c as unknown[];
+    const [named, letter, message, explanation] = c as unknown[];
+    const name = typeof named === 'number' ? CHECK_CODES[named] : named;
     const status = typeof letter === 'string' ? BY_LETTER[letter] : undefined;
     if (typeof name !== 'string' || !status) return [];
     return [{ name, status, ...(typeof message === 'string' ? { message } : {}), ...(typeof explanation === 'string' ? { explanation } : {}) }];
@@ -70,20 +186,38 @@ function decodeCheck(c: unknown): CheckRecord[] {
   }];
 }
 
-/** A stored check list; anything that is not one (a hand-edited row) reads as no checks rather than failing the page. */
-export function decodeChecks(stored: string): CheckRecord[] {
+const withoutUndefined = (said: Said): Said => ({
+  ...(said.message !== undefined ? { message: said.message } : {}),
+  ...(said.explanation !== undefined ? { explanation: said.explanation } : {}),
+});
+
+/**
+ * A stored check list, read with its row's columns (which fill in what the list left to them). Anything that is
+ * not one (a hand-edited row) reads as no checks rather than failing the page.
+ */
+export function decodeChecks(stored: string, row?: RowFacts): CheckRecord[] {
   let raw: unknown;
   try {
     raw = JSON.parse(stored);
   } catch {
     return [];
   }
-  return Array.isArray(raw) ? raw.flatMap(decodeCheck) : [];
+  return Array.isArray(raw) ? raw.flatMap((c) => decodeCheck(c, row)) : [];
 }
 
-/** Warnings likewise: `[code, message, section]` each; rows of the long form (objects) read the same. */
-export const encodeWarnings = (warnings: readonly WarningRecord[] | undefined): string | null =>
-  (warnings?.length ? JSON.stringify(warnings.map((w) => [w.code, w.message, w.section])) : null);
+/**
+ * Warnings likewise, against their definitions (src/exchange/lint.ts): `code` when its message and section
+ * are the defined ones, `[code, message]` when only its section is, `[code, message, section]` otherwise;
+ * rows of the long form (objects) read the same.
+ */
+export function encodeWarnings(warnings: readonly WarningRecord[] | undefined): string | null {
+  if (!warnings?.length) return null;
+  return JSON.stringify(warnings.map((w) => {
+    const def = WARNINGS[w.code];
+    if (def?.section !== w.section) return [w.code, w.message, w.section];
+    return def.message === w.message ? w.code : [w.code, w.message];
+  }));
+}
 
 export function decodeWarnings(stored: string | null): WarningRecord[] {
   if (!stored) return [];
@@ -95,9 +229,13 @@ export function decodeWarnings(stored: string | null): WarningRecord[] {
   }
   if (!Array.isArray(raw)) return [];
   return raw.flatMap((w: unknown) => {
-    const [code, message, section] = Array.isArray(w) ? w as unknown[]
+    const [code, message, section] = typeof w === 'string' ? [w] : Array.isArray(w) ? w as unknown[]
       : w && typeof w === 'object' ? [(w as WarningRecord).code, (w as WarningRecord).message, (w as WarningRecord).section] : [];
-    return typeof code === 'string' && typeof message === 'string' && typeof section === 'string' ? [{ code, message, section }] : [];
+    if (typeof code !== 'string') return [];
+    const def = WARNINGS[code];
+    const m = typeof message === 'string' ? message : def?.message;
+    const s = typeof section === 'string' ? section : def?.section;
+    return typeof m === 'string' && typeof s === 'string' ? [{ code, message: m, section: s }] : [];
   });
 }
 
@@ -127,6 +265,24 @@ export function decodeTypes(stored: string | null): string[] | null {
   } catch {
     return null;
   }
+}
+
+/**
+ * The `subject_token_type` and `actor_token_type` columns: a type of RFC 8693's registry namespace
+ * (`urn:ietf:params:oauth:token-type:id_token`, ...), what nearly every request sends, is stored as `@` and its
+ * last segment; anything else as sent, bounded, with a leading `@` doubled so that nothing reads back changed.
+ */
+const TOKEN_TYPE_NS = 'urn:ietf:params:oauth:token-type:';
+
+export function encodeTokenType(type: string | undefined): string | null {
+  if (type === undefined) return null;
+  if (type.startsWith(TOKEN_TYPE_NS) && /^[a-z0-9_-]+$/.test(type.slice(TOKEN_TYPE_NS.length))) return `@${type.slice(TOKEN_TYPE_NS.length)}`;
+  return (type.startsWith('@') ? `@${type}` : type).slice(0, 255);
+}
+
+export function decodeTokenType(stored: string | null): string | null {
+  if (stored === null || !stored.startsWith('@')) return stored;
+  return stored.startsWith('@@') ? stored.slice(1) : `${TOKEN_TYPE_NS}${stored.slice(1)}`;
 }
 
 /** The `rule_id` column: the rules a decision named, comma-separated (rule ids have no commas). */

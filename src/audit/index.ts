@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { DB, Schema } from '../db/index.ts';
 import { prepared } from '../db/prepared.ts';
 import type { AuditDecision, AuditLogTable } from '../db/schema.ts';
-import { encodeChecks, encodeResources, encodeRuleIds, encodeTypes, encodeWarnings, text, type CheckRecord, type WarningRecord } from './codec.ts';
+import { encodeChecks, encodeResources, encodeRuleIds, encodeTokenType, encodeTypes, encodeWarnings, text, type CheckRecord, type WarningRecord } from './codec.ts';
 
 export * from './codec.ts';
 
@@ -84,17 +84,19 @@ export async function recordOutcome(db: DB, r: DecisionRecord, at = Date.now()):
     rule_id: encodeRuleIds(r.ruleIds),
     jti: r.jti ?? null,
     exp: r.exp ?? null,
-    subject_token_type: text(r.subjectTokenType, 255),
+    subject_token_type: encodeTokenType(r.subjectTokenType),
     ip: text(r.ip, 64),
     user_agent: text(r.userAgent, 512),
     duration_ms: r.durationMs === undefined ? null : Math.round(r.durationMs * 1000) / 1000,
-    checks: encodeChecks(r.checks),
+    checks: '',
     warnings: encodeWarnings(r.warnings),
     details_requested: encodeTypes(r.detailsRequested),
     details_granted: encodeTypes(r.detailsGranted),
-    actor_token_type: text(r.actorTokenType, 255),
+    actor_token_type: encodeTokenType(r.actorTokenType),
     actor_token_hash: r.actorTokenHash ?? null,
   };
+  // after the columns it may refer to, as they are stored (bounded)
+  row.checks = encodeChecks(r.checks, row);
   await insertDecision(db, row);
   return id;
 }

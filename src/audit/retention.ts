@@ -2,7 +2,7 @@ import { appendFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setImmediate as yieldToRequests } from 'node:timers/promises';
 import type { DB } from '../db/index.ts';
-import { decodeChecks, decodeResources, decodeRuleIds, decodeWarnings } from './codec.ts';
+import { decodeChecks, decodeResources, decodeRuleIds, decodeTokenType, decodeWarnings, type RowFacts } from './codec.ts';
 
 /**
  * Retention of the two logs: token-exchange decisions (`audit_log`) and sign-in attempts (`login_events`)
@@ -29,9 +29,11 @@ function archivedDecision(r: Record<string, unknown>): string {
   return JSON.stringify({
     ...r,
     time: new Date(r.at as number).toISOString(),
+    subject_token_type: decodeTokenType(r.subject_token_type as string | null),
+    actor_token_type: decodeTokenType(r.actor_token_type as string | null),
     resources: decodeResources(r.resources as string | null),
     rule_ids: decodeRuleIds(r.rule_id as string | null),
-    checks: decodeChecks(r.checks as string),
+    checks: decodeChecks(r.checks as string, r as unknown as RowFacts),
     warnings: decodeWarnings(r.warnings as string | null),
   });
 }

@@ -3,7 +3,7 @@ import type { Context } from 'koa';
 import { findClientRow } from '../db/clients.ts';
 import type { DB } from '../db/index.ts';
 import type { AuditLogTable } from '../db/schema.ts';
-import { decodeChecks, decodeResources, decodeTypes, decodeWarnings, failedCheck } from '../audit/codec.ts';
+import { decodeChecks, decodeResources, decodeTokenType, decodeTypes, decodeWarnings, failedCheck } from '../audit/codec.ts';
 import { describeChecks } from '../exchange/checks.ts';
 import type { ClientAuthGate } from '../oidc/client-auth.ts';
 import { VerifiedSecretCache, verifyAgainstNothing } from '../oidc/secrets.ts';
@@ -67,7 +67,9 @@ export interface Attempt {
 }
 
 const ATTEMPT_COLUMNS = ['id', 'at', 'decision', 'error', 'subject_token_type', 'sub', 'audience', 'resources', 'scopes_requested', 'scopes_granted',
-  'details_requested', 'details_granted', 'actor_token_type', 'actor_token_hash', 'jti', 'checks', 'warnings'] as const;
+  'details_requested', 'details_granted', 'actor_token_type', 'actor_token_hash', 'jti', 'checks', 'warnings',
+  // read only to fill in what the stored checks left to them (the admin's explanation is not shown)
+  'username', 'explanation', 'exp'] as const;
 type AttemptRow = Pick<AuditLogTable, (typeof ATTEMPT_COLUMNS)[number]>;
 
 /**
@@ -75,7 +77,7 @@ type AttemptRow = Pick<AuditLogTable, (typeof ATTEMPT_COLUMNS)[number]>;
  * Not the admin's explanations, rule ids or anything else that would disclose policy (draft §9.4).
  */
 function toAttempt(row: AttemptRow): Attempt {
-  const checks = describeChecks(decodeChecks(row.checks)).map((c) => ({
+  const checks = describeChecks(decodeChecks(row.checks, row)).map((c) => ({
     name: c.name, status: c.status, section: c.section ?? '', ...(c.message === undefined ? {} : { message: c.message }),
   }));
   const failedName = failedCheck(checks);
@@ -87,7 +89,7 @@ function toAttempt(row: AttemptRow): Attempt {
     error: row.error,
     failed_check: failed?.name ?? null,
     message: failed?.message ?? null,
-    subject_token_type: row.subject_token_type,
+    subject_token_type: decodeTokenType(row.subject_token_type),
     sub: row.sub,
     audience: row.audience,
     resources: decodeResources(row.resources),
@@ -95,7 +97,7 @@ function toAttempt(row: AttemptRow): Attempt {
     scopes_granted: row.scopes_granted,
     authorization_details_requested: decodeTypes(row.details_requested),
     authorization_details_granted: decodeTypes(row.details_granted),
-    actor_token_type: row.actor_token_type,
+    actor_token_type: decodeTokenType(row.actor_token_type),
     actor_token_hash: row.actor_token_hash,
     jti: row.jti,
     checks,

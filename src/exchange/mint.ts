@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { importJWK, SignJWT } from 'jose';
+import { issuedDescription } from '../audit/codec.ts';
 import type { SigningKey } from '../oidc/keys.ts';
 import type { Allow } from '../policy/index.ts';
 import type { AuthorizationDetail } from './details.ts';
@@ -83,7 +84,7 @@ export interface Minter {
 export function signingMinter(key: () => SigningKey): Minter {
   return {
     mint: (claims, lifetime, now) => mintIdJag(key(), claims, lifetime, now),
-    describe: (m) => `jti ${m.jti}, expires ${new Date(m.exp * 1000).toISOString()}`,
+    describe: (m) => issuedDescription(m.jti, m.exp),
   };
 }
 

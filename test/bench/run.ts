@@ -166,6 +166,9 @@ interface AuditStorage {
   tableBytes: number;
   indexBytes: number;
   bytesPerRow: number;
+  /** bytes per row of each part on disk (the table, each index), and the table's widest columns' average lengths */
+  parts: Record<string, number>;
+  columns: Record<string, number>;
 }
 
 /**
@@ -182,7 +185,11 @@ function auditStorage(dbFile: string): AuditStorage {
     const { n, issued } = s.prepare("select count(*) as n, sum(decision = 'issued') as issued from audit_log").get() as { n: number; issued: number };
     const tableBytes = bytes(['audit_log']);
     const indexBytes = bytes(indexes);
-    return { rows: n, issuedRows: issued, tableBytes, indexBytes, bytesPerRow: n ? (tableBytes + indexBytes) / n : 0 };
+    const parts = Object.fromEntries(['audit_log', ...indexes].map((name) => [name, n ? bytes([name]) / n : 0]));
+    const names = (s.prepare('select name from pragma_table_info(\'audit_log\')').all() as { name: string }[]).map((r) => r.name);
+    const avg = s.prepare(`select ${names.map((c) => `avg(length(${JSON.stringify(c)})) as ${JSON.stringify(c)}`).join(', ')} from audit_log`).get() as Record<string, number | null>;
+    const columns = Object.fromEntries(Object.entries(avg).map(([c, v]): [string, number] => [c, v ?? 0]).sort((a, b) => b[1] - a[1]).slice(0, 8));
+    return { rows: n, issuedRows: issued, tableBytes, indexBytes, bytesPerRow: n ? (tableBytes + indexBytes) / n : 0, parts, columns };
   } finally {
     void database.close();
   }
@@ -558,7 +565,11 @@ async function main() {
     `true floor: ${fmt(floor.cpuUsPerOp)} µs CPU per op; the exchange in-process: ${fmt(inProcess.cpuUsPerOp)} µs CPU per exchange; per stage, wall (µs): ${Object.entries(floorBefore.breakdownUs).map(([k, v]) => `${k} ${v}`).join(', ')}`,
     `the exchange in-process: time inside SQLite per exchange (µs per call × calls): ${floorBefore.sqlUs.map((q) => `${q.sql.split(' ').slice(0, 3).join(' ')} ${q.usPerCall}×${q.perExchange}`).join(', ')}`,
     `rule lookup plan: ${plan}`,
-    ...(storage ? [`audit storage: ${fmt(storage.bytesPerRow)} bytes per row (table ${fmt(storage.tableBytes / 1024 / 1024, 1)} MiB + indexes ${fmt(storage.indexBytes / 1024 / 1024, 1)} MiB for ${fmt(storage.rows)} rows, ${fmt(storage.issuedRows)} issued)`] : []),
+    ...(storage ? [
+      `audit storage: ${fmt(storage.bytesPerRow)} bytes per row (table ${fmt(storage.tableBytes / 1024 / 1024, 1)} MiB + indexes ${fmt(storage.indexBytes / 1024 / 1024, 1)} MiB for ${fmt(storage.rows)} rows, ${fmt(storage.issuedRows)} issued)`,
+      `  per part (bytes per row): ${Object.entries(storage.parts).map(([k, v]) => `${k} ${fmt(v)}`).join(', ')}`,
+      `  widest columns (average length): ${Object.entries(storage.columns).map(([k, v]) => `${k} ${fmt(v)}`).join(', ')}`,
+    ] : []),
     '',
     `targets${errors.length ? ' (not meaningful: some runs failed)' : ''}:`,
     ...targets.map((t) => `  ${t.pass ? 'PASS' : 'MISS'}  ${t.target}: ${t.ratio.toFixed(2)}×`),

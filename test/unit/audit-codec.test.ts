@@ -1,9 +1,12 @@
 /** The audit row's format: what the writer encodes, every reader decodes, and a hand-edited row cannot break. */
 import { AUDIT_RESOURCES_INDEXED } from '../../migrations/0008_audit_resources_index.ts';
 import {
-  decodeChecks, decodeResources, decodeRuleIds, decodeWarnings, encodeChecks, encodeResources, encodeRuleIds, encodeWarnings,
-  failedCheck, MAX_TEXT, RESOURCES_INDEXED_MAX, text, type CheckRecord, type WarningRecord,
+  CHECK_CODES, decodeChecks, decodeResources, decodeRuleIds, decodeTokenType, decodeWarnings, encodeChecks, encodeResources, encodeRuleIds,
+  encodeTokenType, encodeWarnings,
+  failedCheck, issuedDescription, MAX_TEXT, RESOURCES_INDEXED_MAX, text, type CheckRecord, type RowFacts, type WarningRecord,
 } from '../../src/audit/codec.ts';
+import { CHECKS_BY_NAME } from '../../src/exchange/checks.ts';
+import { WARNINGS } from '../../src/exchange/lint.ts';
 import { MCP, MCP_ADMIN } from './fixtures.ts';
 
 describe('checks', () => {
@@ -31,37 +34,115 @@ describe('checks', () => {
       { name: 'step_up' },
       { status: 'failed' },
       { name: 7, status: 'failed' },
-      null, 'audience', 3,
+      null, 'audience', 3, 9999, -9999, 1.5,
       { name: 'issue', status: 'failed', message: 42, explanation: ['x'] },
     ]);
-    // (a bare string is the compact form of a check that passed with nothing to say)
-    expect(decodeChecks(stored)).toEqual([{ name: 'user', status: 'passed', message: 'alice' }, { name: 'audience', status: 'passed' }, { name: 'issue', status: 'failed' }]);
+    // (a bare string is a check that passed with nothing to say, stored by name; a number, one stored by code)
+    expect(decodeChecks(stored)).toEqual([
+      { name: 'user', status: 'passed', message: 'alice' }, { name: 'audience', status: 'passed' },
+      { name: 'grant_type_allowed', status: 'passed' }, { name: 'issue', status: 'failed' },
+    ]);
   });
 
-  test('the compact form: bare names, -name for not reached, tuples; hostile tuples dropped', () => {
+  test('the compact form: codes, -code-1 for not reached, tuples; names without a code by name; hostile tuples dropped', () => {
     const checks: CheckRecord[] = [
       { name: 'client_authentication', status: 'passed', message: 'authenticated with client_secret_basic' },
       { name: 'request_syntax', status: 'passed' },
       { name: 'policy', status: 'failed', message: 'this user may not use client x', explanation: 'rule r1 names group g' },
       { name: 'scope', status: 'not_reached' },
       { name: 'step_up', status: 'passed', explanation: 'only an explanation' },
+      { name: 'future_check', status: 'passed' },
+      { name: 'future_check', status: 'not_reached' },
+      { name: 'future_check', status: 'failed', message: 'm' },
     ];
     const stored = encodeChecks(checks);
+    const code = (name: string) => CHECK_CODES.indexOf(name);
     expect(JSON.parse(stored)).toEqual([
-      ['client_authentication', 'p', 'authenticated with client_secret_basic'], 'request_syntax',
-      ['policy', 'f', 'this user may not use client x', 'rule r1 names group g'], '-scope', ['step_up', 'p', null, 'only an explanation'],
+      code('client_authentication'), code('request_syntax'),
+      [code('policy'), 'f', 'this user may not use client x', 'rule r1 names group g'], -code('scope') - 1, [code('step_up'), 'p', null, 'only an explanation'],
+      'future_check', '-future_check', ['future_check', 'f', 'm'],
     ]);
     expect(decodeChecks(stored)).toEqual(checks);
-    expect(decodeChecks(JSON.stringify([['x', 'z'], [7, 'p'], ['y'], ['ok', 'f', 3, 4]]))).toEqual([{ name: 'ok', status: 'failed' }]);
+    expect(decodeChecks(JSON.stringify([['x', 'z'], [7, 'p'], ['y'], ['ok', 'f', 3, 4], [9999, 'p']]))).toEqual([{ name: CHECK_CODES[7]!, status: 'passed' }, { name: 'ok', status: 'failed' }]);
   });
 
-  test('an issued ID Token exchange\'s 25 checks take well under half the long form', () => {
+  test('rows written before codes (names, and the long form) read the same', () => {
+    const old = JSON.stringify([['client_authentication', 'p', 'authenticated with client_secret_basic'], 'request_syntax', '-scope',
+      { name: 'user', status: 'passed', message: 'alice' }]);
+    expect(decodeChecks(old, facts)).toEqual([
+      { name: 'client_authentication', status: 'passed', message: 'authenticated with client_secret_basic' },
+      { name: 'request_syntax', status: 'passed' }, { name: 'scope', status: 'not_reached' }, { name: 'user', status: 'passed', message: 'alice' },
+    ]);
+  });
+
+  test('every check the exchange defines, retired ones too, has a code; codes are unique', () => {
+    expect([...CHECKS_BY_NAME.keys()].filter((name) => !CHECK_CODES.includes(name))).toEqual([]);
+    expect(new Set(CHECK_CODES).size).toBe(CHECK_CODES.length);
+  });
+
+  const facts: RowFacts = { audience: 'https://as.example', resources: encodeResources(['https://mcp.example/a', 'https://mcp.example/b']), username: 'alice', explanation: 'allowed by rule r1: scopes a b, lifetime 300 s', scopes_granted: 'a b', jti: 'j1', exp: 1_800_000_000 };
+  const issued: CheckRecord[] = [
+    { name: 'client_authentication', status: 'passed', message: 'authenticated with client_secret_basic' },
+    ...['request_syntax', 'confidential_client'].map((name): CheckRecord => ({ name, status: 'passed' })),
+    { name: 'id_token.algorithm', status: 'passed', message: 'RS256' },
+    { name: 'id_token.key', status: 'passed', message: 'kid-1' },
+    { name: 'user', status: 'passed', message: 'alice' },
+    { name: 'audience', status: 'passed', message: 'https://as.example' },
+    { name: 'resource', status: 'passed', message: 'https://mcp.example/a https://mcp.example/b' },
+    { name: 'policy', status: 'passed', message: 'allowed', explanation: facts.explanation },
+    { name: 'scope', status: 'passed', message: 'a b' },
+    { name: 'step_up', status: 'passed' },
+    { name: 'issue', status: 'passed', message: issuedDescription('j1', 1_800_000_000) },
+  ];
+
+  test('what a passed check says that its row\'s columns say already is not stored again, and reads back from them', () => {
+    const stored = encodeChecks(issued, facts);
+    const code = (name: string) => CHECK_CODES.indexOf(name);
+    // user, audience, resource, policy, scope, step_up and issue have consecutive codes: one range
+    expect(JSON.parse(stored)).toEqual(['0-2', code('id_token.algorithm'), [code('id_token.key'), 'p', 'kid-1'], `${code('user')}-${code('issue')}`]);
+    expect(decodeChecks(stored, facts)).toEqual(issued);
+  });
+
+  test('a check that says something else, or nothing, where the row would say it: stored as said', () => {
+    const other: CheckRecord[] = [
+      { name: 'client_authentication', status: 'passed', message: 'authenticated with private_key_jwt' },
+      { name: 'client_authentication', status: 'passed' },
+      { name: 'user', status: 'passed', message: 'bob' },
+      { name: 'audience', status: 'passed', message: 'https://alias.example is an alias of https://as.example' },
+      { name: 'resource', status: 'passed', message: 'https://mcp.example/a' },
+      { name: 'policy', status: 'passed' },
+      { name: 'scope', status: 'passed', message: '' },
+      { name: 'issue', status: 'passed', message: 'preview, not signed' },
+    ];
+    expect(decodeChecks(encodeChecks(other, facts), facts)).toEqual(other);
+    // and with a row that has none of those columns
+    const empty: RowFacts = { audience: null, resources: null, username: null, explanation: 'e', scopes_granted: null, jti: null, exp: null };
+    expect(decodeChecks(encodeChecks(issued, empty), empty)).toEqual(issued);
+  });
+
+  test('runs of three or more codes with one outcome are stored as a range, passed or not reached', () => {
+    const names = CHECK_CODES.slice(0, 10);
+    const checks: CheckRecord[] = [
+      { name: names[0]!, status: 'passed', message: 'authenticated with client_secret_basic' },
+      ...names.slice(1, 4).map((name): CheckRecord => ({ name, status: 'passed' })),
+      { name: names[4]!, status: 'failed', message: 'no' },
+      ...names.slice(5).map((name): CheckRecord => ({ name, status: 'not_reached' })),
+      { name: '3-4', status: 'passed' },
+      { name: CHECK_CODES[1]!, status: 'passed' }, { name: CHECK_CODES[2]!, status: 'passed' },
+    ];
+    const stored = encodeChecks(checks);
+    expect(JSON.parse(stored)).toEqual(['0-3', [4, 'f', 'no'], '-5-9', ['3-4', 'p'], 1, 2]);
+    expect(decodeChecks(stored)).toEqual(checks);
+    expect(decodeChecks('["5-2", "0-9999", "-1-0"]')).toEqual([]);
+  });
+
+  test('an issued ID Token exchange\'s 25 checks take a fraction of the long form', () => {
     const names = ['client_authentication', 'request_syntax', 'confidential_client', 'grant_type_allowed', 'requested_token_type', 'subject_token_type',
       'subject_token_present', 'audience_present', 'actor_token', 'id_token.format', 'id_token.algorithm', 'id_token.key', 'id_token.signature',
       'id_token.issuer', 'id_token.audience', 'id_token.expiry', 'id_token.issued_at', 'id_token.subject', 'user', 'audience', 'resource', 'policy',
       'scope', 'step_up', 'issue'];
     const checks: CheckRecord[] = names.map((name) => ({ name, status: 'passed' }));
-    expect(encodeChecks(checks).length).toBeLessThan(JSON.stringify(checks).length / 2);
+    expect(encodeChecks(checks).length).toBeLessThan(JSON.stringify(checks).length / 10);
   });
 });
 
@@ -78,7 +159,16 @@ describe('warnings', () => {
     expect(decodeWarnings(null)).toEqual([]);
   });
 
-  test.each(['not json', '{"code":"x"}', '""', '[1, null, "x", {"message":"no code"}]'])('hostile stored value %j: no warning', (stored) => {
+  test('a warning as defined is stored by code; one whose message varies, with its message; anything else whole', () => {
+    const defined: WarningRecord = { code: 'scope_omitted', message: WARNINGS.scope_omitted!.message!, section: WARNINGS.scope_omitted!.section };
+    const varying: WarningRecord = { code: 'scope_not_defined', message: 'requested scope x is not defined', section: WARNINGS.scope_not_defined!.section };
+    const other: WarningRecord = { code: 'future_warning', message: 'm', section: 's' };
+    const stored = encodeWarnings([defined, varying, other])!;
+    expect(JSON.parse(stored)).toEqual(['scope_omitted', ['scope_not_defined', 'requested scope x is not defined'], ['future_warning', 'm', 's']]);
+    expect(decodeWarnings(stored)).toEqual([defined, varying, other]);
+  });
+
+  test.each(['not json', '{"code":"x"}', '""', '[1, null, "x", {"message":"no code"}, ["audience_alias"]]'])('hostile stored value %j: no warning', (stored) => {
     expect(decodeWarnings(stored)).toEqual([]);
   });
 });
@@ -105,6 +195,20 @@ describe('resources', () => {
 
   test('the codec\'s indexed length is the one migration 0008 indexes (the admin filter\'s condition must match the partial index)', () => {
     expect(RESOURCES_INDEXED_MAX).toBe(AUDIT_RESOURCES_INDEXED);
+  });
+});
+
+describe('token types', () => {
+  test('the RFC 8693 namespace is stored short; anything else as sent; each reads back as it came', () => {
+    const ns = 'urn:ietf:params:oauth:token-type:';
+    for (const [type, stored] of [[`${ns}id_token`, '@id_token'], [`${ns}refresh_token`, '@refresh_token'], [`${ns}jwt`, '@jwt'],
+      [`${ns}ID Token`, `${ns}ID Token`], ['urn:example:x', 'urn:example:x'], ['@id_token', '@@id_token'], ['@@x', '@@@x'], ['', '']] as const) {
+      expect(encodeTokenType(type)).toBe(stored);
+      expect(decodeTokenType(encodeTokenType(type))).toBe(type);
+    }
+    expect(encodeTokenType(undefined)).toBeNull();
+    expect(decodeTokenType(null)).toBeNull();
+    expect(encodeTokenType('x'.repeat(300))).toHaveLength(255);
   });
 });
 
