@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { PostgresAdapter } from 'kysely';
 import type { DB, Schema } from '../db/index.ts';
 import { prepared } from '../db/prepared.ts';
 import type { AuditDecision, AuditLogTable } from '../db/schema.ts';
@@ -97,6 +98,86 @@ export async function recordOutcome(db: DB, r: DecisionRecord, at = Date.now()):
   };
   // after the columns it may refer to, as they are stored (bounded)
   row.checks = encodeChecks(r.checks, row);
-  await insertDecision(db, row);
+  await commitsOf(db).write(row);
   return id;
 }
+
+/** Rows per commit at most: a multi-row INSERT of them stays under either database's limit on parameters. */
+const MAX_BATCH = 200;
+
+interface Pending {
+  row: AuditLogTable;
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
+
+/**
+ * Group commit: the rows of exchanges decided at about the same time are written in one transaction, and each
+ * exchange is answered once its row is committed, never before. One commit per batch instead of one per row:
+ * on SQLite the pages the rows share (the table's last page, each index's) go to the WAL once, not once per row;
+ * on PostgreSQL one round trip carries them all. A batch that fails is retried row by row, so a row the
+ * database refuses fails only its own exchange.
+ */
+class GroupCommit {
+  readonly #db: DB;
+  #queue: Pending[] = [];
+  #draining = false;
+
+  constructor(db: DB) {
+    this.#db = db;
+  }
+
+  write(row: AuditLogTable): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.#queue.push({ row, resolve, reject });
+      if (!this.#draining) {
+        this.#draining = true;
+        // one turn of the event loop first: exchanges finishing meanwhile join this commit
+        setImmediate(() => void this.#drain());
+      }
+    });
+  }
+
+  async #drain(): Promise<void> {
+    try {
+      while (this.#queue.length) {
+        const batch = this.#queue.splice(0, MAX_BATCH);
+        try {
+          await this.#insert(batch.map((p) => p.row));
+          for (const p of batch) p.resolve();
+        } catch (err) {
+          if (batch.length === 1) batch[0]!.reject(err);
+          else await Promise.all(batch.map((p) => this.#insert([p.row]).then(p.resolve, p.reject)));
+        }
+      }
+    } finally {
+      this.#draining = false;
+    }
+  }
+
+  async #insert(rows: AuditLogTable[]): Promise<void> {
+    if (rows.length === 1) {
+      await insertDecision(this.#db, rows[0]!);
+      return;
+    }
+    // PostgreSQL: one statement, one round trip. SQLite: the statement prepared once, run for each row in one
+    // transaction (a multi-row INSERT would be a new statement for every batch size).
+    if (this.#db.getExecutor().adapter instanceof PostgresAdapter) {
+      await this.#db.insertInto('audit_log').values(rows).execute();
+      return;
+    }
+    await this.#db.transaction().execute(async (trx) => {
+      for (const row of rows) await insertDecision(this.#db, row, trx);
+    });
+  }
+}
+
+const commits = new WeakMap<DB, GroupCommit>();
+const commitsOf = (db: DB): GroupCommit => {
+  let c = commits.get(db);
+  if (!c) {
+    c = new GroupCommit(db);
+    commits.set(db, c);
+  }
+  return c;
+};

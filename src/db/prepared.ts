@@ -32,14 +32,15 @@ export function prepared<DB, Args extends object, Row>(
     }
     return t;
   };
-  return async (db: Kysely<DB>, args: Args): Promise<Row[]> => {
+  /** `via`: run on this transaction of `db` (the query is compiled once, for `db`) */
+  return async (db: Kysely<DB>, args: Args, via: Kysely<DB> = db): Promise<Row[]> => {
     const { compiled, slots } = template(db);
     const parameters = slots.map((s) => {
       if (!('name' in s)) return s.value;
       if (!(s.name in args)) throw new Error(`prepared query: no argument ${s.name}`);
       return (args as Record<string, unknown>)[s.name];
     });
-    const { rows } = await db.executeQuery<Row>({ ...compiled, parameters } as CompiledQuery<Row>);
+    const { rows } = await via.executeQuery<Row>({ ...compiled, parameters } as CompiledQuery<Row>);
     return rows;
   };
 }
