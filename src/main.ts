@@ -4,13 +4,15 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import cluster from 'node:cluster';
+import type { Registry } from 'prom-client';
 import Koa, { type Context, type Next } from 'koa';
 import { pino, type Logger } from 'pino';
 import { sql } from 'kysely';
 import { applyRetention } from './audit/retention.ts';
 import { seedIfEmpty } from '../seed/index.ts';
 import { ADMIN_API_PREFIX, ADMIN_UI_PREFIX, createAdmin } from './admin/index.ts';
-import { ConfigError, loadConfig, productionIssuerProblem, type Config } from './config/index.ts';
+import { ConfigError, loadConfig, productionIssuerProblem, workerCount, type Config } from './config/index.ts';
 import { clientViewRoutes } from './conformance/client-view.ts';
 import { purgeExpiredProofs } from './db/dpop-proofs.ts';
 import { exclusively, migrateToLatest, now, openDatabase, type Database } from './db/index.ts';
@@ -28,7 +30,10 @@ import { classify } from './web/errors.ts';
 import { pinOrigin } from './web/origin.ts';
 import { Readiness } from './web/readiness.ts';
 import { createMetrics } from './metrics/index.ts';
+import { clusterMetrics, primarySessions, reportReady, runPrimary, workerIndex, type SessionStore } from './cluster/index.ts';
+import type { PlaygroundState } from './playground/flow.ts';
 import { playground } from './playground/index.ts';
+import { MAX_SESSIONS, SESSION_TTL_MS } from './playground/session.ts';
 import type { UrlPolicy } from './admin/fields.ts';
 import { securityHeaders } from './web/security.ts';
 import { storedCookieKeys } from './web/settings.ts';
@@ -57,6 +62,15 @@ export interface Idjag {
 
 export interface StartOptions {
   log?: Logger;
+  /** as one worker of several (src/cluster): what they share through the primary */
+  worker?: WorkerServices;
+}
+
+export interface WorkerServices {
+  /** this worker's index: the first (0) runs the periodic cleanup for all */
+  index: number;
+  sessions: SessionStore<PlaygroundState>;
+  metrics: (registry: Registry) => () => Promise<string>;
 }
 
 /**
@@ -103,7 +117,7 @@ export async function startIdjag(config: Config, options: StartOptions = {}): Pr
     const secure = issuer.startsWith('https:');
 
     // Prometheus metrics at /metrics; the parts below report to them through their `observe` ports.
-    const metrics = createMetrics({ database, token: config.metricsToken });
+    const metrics = createMetrics({ database, token: config.metricsToken, aggregate: options.worker?.metrics });
     // Sign-in, token endpoint and client authentication throttling, shared through the database (see README "Throttling").
     const limits = createRateLimits(database, config, log, metrics.rateLimits);
     const host = await ProviderHost.create({
@@ -135,7 +149,7 @@ export async function startIdjag(config: Config, options: StartOptions = {}): Pr
     const demo = config.demo ? demoParties({ db, issuer, url, log }) : undefined;
     if (demo) app.use(demo.middleware);
     // The whole flow in the browser, against the demo parties: development only.
-    if (demo && !config.production) app.use(playground({ db, issuer, url, render, log, demo }).middleware);
+    if (demo && !config.production) app.use(playground({ db, issuer, url, render, log, demo, sessions: options.worker?.sessions }).middleware);
     const clientView = clientViewRoutes({ db, render, throttle: limits.clientAuth });
     app.use(clientView.routes()).use(clientView.allowedMethods());
     const interactions = interactionRoutes({ db, render, log, provider: () => host.provider, throttle: limits.login, observe: metrics.signIns });
@@ -156,10 +170,12 @@ export async function startIdjag(config: Config, options: StartOptions = {}): Pr
     const timers = [
       setInterval(() => host.refreshKeys().then((changed) => changed && log.info({ keys: host.keys.fingerprint }, 'signing keys reloaded'),
         (err) => log.error({ err }, 'key refresh failed')), config.keyRefreshSeconds * 1000),
-      setInterval(() => cleanup(database, config, log), CLEANUP_MS),
     ];
+    // one worker cleans up for all (the others would only repeat its deletes)
+    const cleans = (options.worker?.index ?? 0) === 0;
+    if (cleans) timers.push(setInterval(() => cleanup(database, config, log), CLEANUP_MS));
     timers.forEach((t) => t.unref());
-    await cleanup(database, config, log);
+    if (cleans) await cleanup(database, config, log);
 
     let closing: Promise<void> | undefined;
     const close = () => closing ??= (async () => {
@@ -293,7 +309,7 @@ async function cleanup(database: Database, config: Config, log: Logger) {
   }
 }
 
-function banner(idjag: Idjag): string {
+function banner(idjag: Idjag, workers: number): string {
   return [
     '',
     `idjag is running at ${idjag.issuer}`,
@@ -304,6 +320,7 @@ function banner(idjag: Idjag): string {
     `  health      ${idjag.issuer}/healthz  (liveness)   ${idjag.issuer}/readyz  (readiness)`,
     `  metrics     ${idjag.issuer}/metrics${idjag.config.metricsToken ? '  (Bearer: the metrics token)' : ''}`,
     `  database    ${idjag.database.location}`,
+    `  workers     ${workers}${workers > 1 ? ' processes on one port (node:cluster; --workers)' : ' process (--workers)'}`,
     `  admin ui    ${idjag.issuer}${ADMIN_UI_PREFIX}  (sign in as a member of the admins group)`,
     `  admin api   ${idjag.issuer}${ADMIN_API_PREFIX}  (Bearer: a client_credentials token with scope admin)`,
     ...(idjag.demo ? [
@@ -324,7 +341,11 @@ function banner(idjag: Idjag): string {
   ].join('\n');
 }
 
-/** `npm start` and `npx idjag`: settings from flags and environment, start, print where, stop on a signal. */
+/**
+ * `npm start` and `npx idjag`: settings from flags and environment, start, print where, stop on a signal. With
+ * several workers (`--workers`, one per core by default) this process is the cluster's primary: it forks them,
+ * prints the first one's banner once all serve, and stops them on a signal (src/cluster).
+ */
 export async function main() {
   let config: Config;
   try {
@@ -333,17 +354,34 @@ export async function main() {
     console.error(err instanceof ConfigError ? err.message : err);
     process.exit(2);
   }
-  const idjag = await startIdjag(config);
-  process.stdout.write(banner(idjag));
-  const stop = (signal: string) => {
-    idjag.log.info({ signal }, 'shutting down');
+  const workers = workerCount(config);
+  if (workers > 1 && cluster.isPrimary) {
+    const log = pino({ level: config.logLevel });
+    const code = await runPrimary({
+      workers, log, sessions: { max: MAX_SESSIONS, ttlMs: SESSION_TTL_MS },
+      print: (text) => process.stdout.write(text),
+    });
+    process.exit(code);
+  }
+  const index = workerIndex();
+  const idjag = await startIdjag(config, index === undefined ? {} : { worker: { index, sessions: primarySessions(), metrics: clusterMetrics } });
+  const text = banner(idjag, workers);
+  if (index === undefined) process.stdout.write(text);
+  else reportReady(text);
+  let stopping = false;
+  const stop = (why: string) => {
+    if (stopping) return;
+    stopping = true;
+    idjag.log.info({ signal: why, ...(index === undefined ? {} : { worker: index }) }, 'shutting down');
     idjag.close().then(() => process.exit(0), (err) => {
       idjag.log.error({ err }, 'shutdown failed');
       process.exit(1);
     });
   };
-  process.once('SIGTERM', () => stop('SIGTERM'));
-  process.once('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  // a worker whose primary is gone (killed) has no one to take connections from: it finishes and stops
+  if (index !== undefined) process.on('disconnect', () => stop('primary gone'));
 }
 
 if (import.meta.main) {

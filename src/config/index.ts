@@ -1,4 +1,5 @@
 import { existsSync, statSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
@@ -66,13 +67,26 @@ const Settings = z.object({
     .regex(/^[\x21-\x7e]+$/, 'the metrics token must be printable ASCII without spaces').optional(),
   /** this IdP's tenant identifier: every ID-JAG carries it as `tenant` (draft §3); unset, none does */
   tenant: z.string().trim().min(1).max(255).regex(/^[\x21-\x7e]+$/, 'the tenant is printable ASCII without spaces').optional(),
+  /** processes serving requests (node:cluster), on one port and one database; `auto`: one per core, up to 4 */
+  workers: z.union([z.literal('auto'), z.coerce.number().int().min(1).max(64)]),
 }).superRefine((c, ctx) => {
+  if (c.database === ':memory:' && typeof c.workers === 'number' && c.workers > 1) {
+    ctx.addIssue({ code: 'custom', path: ['workers'], message: 'an in-memory database (:memory:) belongs to one process: use --workers 1 or a database file' });
+  }
   const problem = productionIssuerProblem(c);
   // an unset issuer is derived from the port at start (startIdjag says so then): commands such as migrate need none
   if (problem && c.issuer !== undefined) ctx.addIssue({ code: 'custom', path: ['issuer'], message: problem });
 });
 
 export type Config = z.infer<typeof Settings>;
+
+/** Workers when none are asked for: one per core, up to four (past that SQLite's single writer is the limit). */
+export const AUTO_WORKERS_MAX = 4;
+const autoWorkers = (): number => Math.min(availableParallelism(), AUTO_WORKERS_MAX);
+
+/** How many processes serve: `auto` is one per core up to AUTO_WORKERS_MAX, and one for an in-memory database. */
+export const workerCount = (c: Pick<Config, 'workers' | 'database'>): number =>
+  (c.workers !== 'auto' ? c.workers : c.database === ':memory:' ? 1 : autoWorkers());
 
 /**
  * In production the issuer must be https: every endpoint URL clients use derives from it, and the MCP
@@ -107,6 +121,7 @@ const flags = {
   'login-ip-failures': { type: 'string' },
   'token-rate-limit': { type: 'string' },
   'token-user-rate-limit': { type: 'string' },
+  workers: { type: 'string' },
   'drain-seconds': { type: 'string' },
   'client-auth-ip-failures': { type: 'string' },
   'client-auth-client-failures': { type: 'string' },
@@ -153,6 +168,7 @@ export function loadConfig(
     loginIpFailures: values['login-ip-failures'] ?? env.IDJAG_LOGIN_IP_FAILURES ?? '100',
     tokenRateLimit: values['token-rate-limit'] ?? env.IDJAG_TOKEN_RATE_LIMIT ?? '600000',
     tokenUserRateLimit: values['token-user-rate-limit'] ?? env.IDJAG_TOKEN_USER_RATE_LIMIT ?? '300',
+    workers: values.workers ?? env.IDJAG_WORKERS ?? 'auto',
     drainSeconds: values['drain-seconds'] ?? env.IDJAG_DRAIN_SECONDS ?? ((values.production ?? env.NODE_ENV === 'production') ? '5' : '0'),
     clientAuthIpFailures: values['client-auth-ip-failures'] ?? env.IDJAG_CLIENT_AUTH_IP_FAILURES ?? '60',
     clientAuthClientFailures: values['client-auth-client-failures'] ?? env.IDJAG_CLIENT_AUTH_CLIENT_FAILURES ?? '300',

@@ -36,6 +36,8 @@ export interface MetricsOptions {
   database: Database;
   /** when set, scrapes must send `Authorization: Bearer <token>` */
   token?: string | undefined;
+  /** as a worker of several: what a scrape answers instead of this process's own metrics (every worker's, summed) */
+  aggregate?: ((registry: Registry) => () => Promise<string>) | undefined;
 }
 
 export interface Metrics {
@@ -117,7 +119,8 @@ export function createMetrics(options: MetricsOptions): Metrics {
   };
   const rateLimits: RateLimitObserver = { observeRefusal: (limiter) => refusals.inc({ limiter }) };
 
-  return { registry, exchange, signIns: signInObserver, rateLimits, middleware: metricsEndpoint(registry, options.token) };
+  const text = options.aggregate?.(registry) ?? (() => registry.metrics());
+  return { registry, exchange, signIns: signInObserver, rateLimits, middleware: metricsEndpoint(registry.contentType, text, options.token) };
 }
 
 /** The PostgreSQL pool (pg) as it is at each scrape. */
@@ -158,7 +161,7 @@ function bearerMatches(header: string, token: string): boolean {
   return m !== null && timingSafeEqual(digest(m[1]!), digest(token));
 }
 
-function metricsEndpoint(registry: Registry, token: string | undefined) {
+function metricsEndpoint(contentType: string, text: () => Promise<string>, token: string | undefined) {
   return async (ctx: Context, next: Next) => {
     if (ctx.path !== METRICS_PATH) return next();
     ctx.set('Cache-Control', 'no-store');
@@ -174,7 +177,7 @@ function metricsEndpoint(registry: Registry, token: string | undefined) {
       ctx.body = { error: 'invalid_token', error_description: 'the metrics require Authorization: Bearer with the configured metrics token (IDJAG_METRICS_TOKEN)' };
       return;
     }
-    ctx.type = registry.contentType;
-    ctx.body = await registry.metrics();
+    ctx.type = contentType;
+    ctx.body = await text();
   };
 }

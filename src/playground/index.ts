@@ -9,7 +9,8 @@ import type { DB } from '../db/index.ts';
 import { csrfToken, requireCsrf } from '../web/csrf.ts';
 import type { Render } from '../web/views.ts';
 import { CLIENT, PlaygroundFlow, type Asked, type PlaygroundState } from './flow.ts';
-import { Sessions } from './session.ts';
+import { localSessions, type SessionStore } from '../cluster/index.ts';
+import { MAX_SESSIONS, SESSION_TTL_MS, Sessions, type OpenSession } from './session.ts';
 
 export const PLAYGROUND_PREFIX = '/playground';
 
@@ -22,6 +23,8 @@ export interface PlaygroundDeps {
   log: Logger;
   /** the demo parties it drives (src/demo) */
   demo: { asIssuer: string; mcpResource: string };
+  /** where the browsers' states live: this process (the default), or the cluster's primary */
+  sessions?: SessionStore<PlaygroundState> | undefined;
 }
 
 /** RFC 6749 §3.3 scope-token characters. */
@@ -43,7 +46,10 @@ const CallForm = z.object({ tool: z.string().min(1, 'Choose a tool.').max(200) }
  */
 export function playground(deps: PlaygroundDeps): { middleware: Middleware } {
   const flow = new PlaygroundFlow(deps);
-  const sessions = new Sessions<PlaygroundState>(() => ({}));
+  const sessions = new Sessions<PlaygroundState>(() => ({}), deps.sessions ?? localSessions({ max: MAX_SESSIONS, ttlMs: SESSION_TTL_MS }));
+  // each request's session, opened before its route runs and saved after
+  const opened = new WeakMap<Context, OpenSession<PlaygroundState>>();
+  const session = (ctx: Context): PlaygroundState => opened.get(ctx)!.state;
   const forms = bodyParser({
     enableTypes: ['form'],
     formLimit: '16kb',
@@ -65,10 +71,10 @@ export function playground(deps: PlaygroundDeps): { middleware: Middleware } {
   };
 
   const router = new Router({ prefix: PLAYGROUND_PREFIX });
-  router.get('/', (ctx) => show(ctx, sessions.of(ctx)));
+  router.get('/', (ctx) => show(ctx, session(ctx)));
 
   router.post('/sign-in', forms, csrf, async (ctx) => {
-    const s = sessions.of(ctx);
+    const s = session(ctx);
     const unready = await clientUnready(deps.db, flow.redirectUri);
     if (unready) {
       ctx.status = 409;
@@ -80,7 +86,7 @@ export function playground(deps: PlaygroundDeps): { middleware: Middleware } {
   });
 
   router.get('/callback', async (ctx) => {
-    const s = sessions.of(ctx);
+    const s = session(ctx);
     const ignored = await flow.completeSignIn(s, ctx.query);
     if (ignored) {
       ctx.status = 400;
@@ -90,7 +96,7 @@ export function playground(deps: PlaygroundDeps): { middleware: Middleware } {
   });
 
   router.post('/exchange', forms, csrf, async (ctx) => {
-    const s = sessions.of(ctx);
+    const s = session(ctx);
     const form = ExchangeForm.safeParse(ctx.request.body ?? {});
     const scopes = form.success ? [...new Set(form.data.scope.flatMap((v) => v.split(' ')).filter(Boolean))] : [];
     const badScope = scopes.find((v) => !SCOPE_TOKEN.test(v));
@@ -104,12 +110,12 @@ export function playground(deps: PlaygroundDeps): { middleware: Middleware } {
   });
 
   router.post('/present', forms, csrf, async (ctx) => {
-    await flow.present(sessions.of(ctx), deps.demo.asIssuer);
+    await flow.present(session(ctx), deps.demo.asIssuer);
     back(ctx, 'step-3');
   });
 
   router.post('/call', forms, csrf, async (ctx) => {
-    const s = sessions.of(ctx);
+    const s = session(ctx);
     const body = (ctx.request.body ?? {}) as Record<string, unknown>;
     const form = CallForm.safeParse(body);
     const tool = form.success ? s.tools?.tools.find((t) => t.name === form.data.tool) : undefined;
@@ -136,8 +142,8 @@ export function playground(deps: PlaygroundDeps): { middleware: Middleware } {
     back(ctx, 'step-4');
   });
 
-  router.post('/reset', forms, csrf, (ctx) => {
-    sessions.reset(ctx);
+  router.post('/reset', forms, csrf, async (ctx) => {
+    opened.set(ctx, await sessions.reset(ctx));
     ctx.status = 303;
     ctx.redirect(PLAYGROUND_PREFIX);
   });
@@ -150,7 +156,12 @@ export function playground(deps: PlaygroundDeps): { middleware: Middleware } {
     // every page holds the session's tokens: never kept by a browser or a proxy
     ctx.set('Cache-Control', 'no-store');
     try {
-      await routes(ctx as never, () => allowed(ctx as never, async () => undefined));
+      opened.set(ctx, await sessions.open(ctx));
+      try {
+        await routes(ctx as never, () => allowed(ctx as never, async () => undefined));
+      } finally {
+        await opened.get(ctx)!.save();
+      }
       if (ctx.status === 404 && ctx.body === undefined) errorPage(ctx, deps, 404, 'Not found', 'There is no playground page at this address.');
     } catch (err) {
       const e = err as { status?: number; expose?: boolean; message?: string };
