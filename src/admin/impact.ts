@@ -189,7 +189,12 @@ async function loadWorld(db: DB, rows: RecordedDecision[]): Promise<World> {
 
 function worldPorts(w: World): { directory: Directory; catalog: Catalog; rules: RuleSource } {
   return {
-    directory: { user: async (sub) => w.users.get(sub), groups: async (sub) => w.groups.get(sub) ?? [] },
+    directory: {
+      member: async (sub) => {
+        const user = w.users.get(sub);
+        return user && { user, groups: w.groups.get(sub) ?? [] };
+      },
+    },
     catalog: {
       resourceServer: async (audience) => w.audiences.get(audience),
       mcpServers: async (resources) => resources.flatMap((r) => { const m = w.mcpServers.get(r); return m ? [m] : []; }),

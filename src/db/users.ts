@@ -10,13 +10,32 @@ import type { UsersTable } from './schema.ts';
 export type User = Pick<UsersTable, 'sub' | 'username' | 'email' | 'email_verified' | 'name' | 'disabled'>;
 const USER = ['sub', 'username', 'email', 'email_verified', 'name', 'disabled'] as const;
 
-// Both run on every token exchange: prepared once.
+// Run on every sign-in and token exchange: prepared once.
 const userBySub = prepared<Schema, { sub: string }, User>((db, p) => db.selectFrom('users').select(USER).where('sub', '=', p('sub')));
 const groupsBySub = prepared<Schema, { sub: string }, { group_name: string }>((db, p) => db.selectFrom('group_members')
   .select('group_name').where('user_sub', '=', p('sub')).orderBy('group_name'));
 
 export async function findUserBySub(db: DB, sub: string): Promise<User | undefined> {
   return (await userBySub(db, { sub }))[0];
+}
+
+/** A user with the groups they belong to, in one query (a token exchange reads both). */
+export interface Member {
+  user: User;
+  groups: string[];
+}
+
+const memberBySub = prepared<Schema, { sub: string }, User & { group_name: string | null }>((db, p) => db.selectFrom('users')
+  .leftJoin('group_members', 'group_members.user_sub', 'users.sub')
+  .select([...USER.map((c) => `users.${c}` as const), 'group_members.group_name'])
+  .where('users.sub', '=', p('sub')).orderBy('group_members.group_name'));
+
+export async function findMemberBySub(db: DB, sub: string): Promise<Member | undefined> {
+  const rows = await memberBySub(db, { sub });
+  const first = rows[0];
+  if (!first) return undefined;
+  const { group_name: _, ...user } = first;
+  return { user, groups: rows.flatMap((r) => (r.group_name === null ? [] : [r.group_name])) };
 }
 
 export async function groupsOf(db: DB, sub: string): Promise<string[]> {

@@ -1,5 +1,5 @@
 import type { DecisionRecord } from '../audit/index.ts';
-import type { User } from '../db/users.ts';
+import type { Member } from '../db/users.ts';
 import { decide, type Allow, type Deny, type Rule } from '../policy/index.ts';
 import { CheckList, decisionChecks, DETAILS_TYPES_CHECK, DPOP_CHECKS, ExchangeRejection, REQUEST_CHECKS } from './checks.ts';
 import { detailTypes, type AuthorizationDetail } from './details.ts';
@@ -19,8 +19,8 @@ import { resolveTarget, type Catalog, type Target } from './target.ts';
 
 /** Who the users are now: re-read on every exchange, so a disabled user stops at once. */
 export interface Directory {
-  user(sub: string): Promise<User | undefined>;
-  groups(sub: string): Promise<string[]>;
+  /** the user and their groups (one read) */
+  member(sub: string): Promise<Member | undefined>;
 }
 
 export interface RuleSource {
@@ -79,11 +79,12 @@ async function subjectOf(ports: ExchangePorts, checks: CheckList, req: ExchangeR
   const found = await ports.subjects.identify(req, checks, now);
   // recorded before the user check, so a refusal of an unknown or disabled user is found by the admin's user filter
   record.sub = found.sub;
-  const user = await ports.directory.user(found.sub);
-  if (!user) checks.fail('user', 'the subject token\'s user no longer exists', { explanation: `user ${found.sub} does not exist`, reason: 'user_unknown' });
+  const member = await ports.directory.member(found.sub);
+  if (!member) checks.fail('user', 'the subject token\'s user no longer exists', { explanation: `user ${found.sub} does not exist`, reason: 'user_unknown' });
+  const { user, groups } = member;
   if (user.disabled) checks.fail('user', 'the subject token\'s user is disabled', { explanation: `user ${user.username} (${user.sub}) is disabled`, reason: 'user_disabled' });
   checks.pass('user', user.username);
-  return { user, groups: await ports.directory.groups(user.sub), ...found.auth };
+  return { user, groups, ...found.auth };
 }
 
 /**

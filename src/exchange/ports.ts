@@ -1,13 +1,13 @@
 import { findAudienceSubject, findMcpServers, findResourceServer, rulesFor } from '../db/catalog.ts';
 import type { DB } from '../db/index.ts';
-import { findUserBySub, groupsOf } from '../db/users.ts';
+import { findMemberBySub } from '../db/users.ts';
 import type { Directory, RuleSource } from './pipeline.ts';
 import type { Catalog } from './target.ts';
 
 /** The pipeline's stores over the database, the same for the token endpoint and the simulator. */
 export function databasePorts(db: DB): { directory: Directory; catalog: Catalog; rules: RuleSource } {
   return {
-    directory: { user: (sub) => findUserBySub(db, sub), groups: (sub) => groupsOf(db, sub) },
+    directory: { member: (sub) => findMemberBySub(db, sub) },
     catalog: {
       resourceServer: (audience) => findResourceServer(db, audience),
       mcpServers: (resources) => findMcpServers(db, resources),

@@ -23,7 +23,7 @@ function ports(over: Partial<ExchangePorts> = {}): ExchangePorts & { stages: str
   const stages: string[] = [];
   return {
     subjects: assumedSubject('sub-alice', now() - 30),
-    directory: { user: async (sub) => (sub === 'sub-alice' ? user() : undefined), groups: async () => [] },
+    directory: { member: async (sub) => (sub === 'sub-alice' ? { user: user(), groups: [] } : undefined) },
     catalog: { resourceServer: async (aud) => (aud === resourceServer().issuer ? resourceServer() : undefined), mcpServers: async () => [mcpServer()], audienceSubject: async () => undefined },
     rules: { rulesFor: async () => [rule('r1')] },
     minter: previewMinter,

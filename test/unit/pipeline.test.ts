@@ -45,8 +45,10 @@ function portsOver(w: World, over: Partial<ExchangePorts> = {}): ExchangePorts &
   return {
     subjects: assumedSubject('sub-alice', NOW - 30),
     directory: {
-      user: async (sub) => w.users.find((u) => u.sub === sub),
-      groups: async (sub) => w.groups[sub] ?? [],
+      member: async (sub) => {
+        const user = w.users.find((u) => u.sub === sub);
+        return user && { user, groups: w.groups[sub] ?? [] };
+      },
     },
     catalog: {
       resourceServer: async (audience) => w.resourceServers.find((r) => r.issuer === audience || r.id === w.aliases[audience]),
