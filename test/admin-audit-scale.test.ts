@@ -59,6 +59,7 @@ sqliteOnly('the audit query at a million rows (SQLite)', () => {
   const FILTERS: Record<string, AuditFilter> = {
     'no filter': {},
     decision: { decision: 'denied' },
+    issued: { decision: 'issued' },
     client: { client_id: 'client-7' },
     'rare client': { client_id: 'client-rare' },
     user: { user: 'alice' },

@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import { z } from 'zod';
-import { decodeChecks, decodeResources, decodeRuleIds, decodeTokenType, decodeTypes, encodeResources, failedCheck, RESOURCES_INDEXED_MAX } from '../audit/codec.ts';
+import { decodeChecks, decodeExplanation, decodeResources, decodeRuleIds, decodeTokenType, decodeTypes, rowFacts, encodeResources, failedCheck, RESOURCES_INDEXED_MAX } from '../audit/codec.ts';
 import type { DB } from '../db/index.ts';
 import { subsOf } from '../db/users.ts';
 import type { AuditDecision, AuditLogTable } from '../db/schema.ts';
@@ -118,7 +118,12 @@ async function subFor(db: DB, user: string): Promise<string> {
  */
 export async function auditQuery(db: DB, f: AuditFilter, after?: { at: number; id: string }) {
   let q = db.selectFrom('audit_log');
-  if (f.decision !== undefined) q = q.where('decision', '=', f.decision);
+  if (f.decision !== undefined) {
+    q = q.where('decision', '=', f.decision);
+    // an issued row's reason is `issued` (the reason index finds those); the decision index holds the others
+    // only, and the query names its condition word for word so either planner may use it (migration 0012)
+    q = f.decision === 'issued' ? q.where('reason', '=', 'issued') : q.where(sql<boolean>`${sql.ref('decision')} <> ${sql.lit('issued')}`);
+  }
   if (f.client_id !== undefined) q = q.where('client_id', '=', f.client_id);
   if (f.user !== undefined) q = q.where('sub', '=', await subFor(db, f.user));
   if (f.resource !== undefined) {
@@ -157,7 +162,7 @@ function toSummary(r: Pick<AuditLogTable, (typeof SUMMARY_COLUMNS)[number]>): Au
     scopes_requested: r.scopes_requested,
     scopes_granted: r.scopes_granted,
     rule_ids: decodeRuleIds(r.rule_id),
-    explanation: r.explanation,
+    explanation: decodeExplanation(r),
   };
 }
 
@@ -174,7 +179,7 @@ export async function searchAudit(db: DB, p: AuditPage): Promise<{ items: AuditS
   return { items: page.map(toSummary), next_cursor: rows.length > p.limit && last ? encodeCursor(last.at, last.id) : null };
 }
 
-const expandChecks = (r: AuditLogTable): AuditCheck[] => describeChecks(decodeChecks(r.checks, r));
+const expandChecks = (r: AuditLogTable): AuditCheck[] => describeChecks(decodeChecks(r.checks, rowFacts(r)));
 
 /** One decision with everything it recorded: each check (passed, failed, not reached) and the rules it named. */
 export async function getAuditEntry(db: DB, id: string): Promise<AuditEntry> {
@@ -239,7 +244,7 @@ export function csvLine(r: AuditLogTable): string {
     time,
     resources: resources?.join(' '),
     rule_ids: ruleIds.join(' '),
-    failed_check: failedCheck(decodeChecks(r.checks, r)),
+    failed_check: failedCheck(decodeChecks(r.checks, rowFacts(r))),
     jti: r.jti,
     subject_token_type: decodeTokenType(r.subject_token_type),
     ip: r.ip,
@@ -253,11 +258,12 @@ export function jsonLine(r: AuditLogTable): string {
   return `${JSON.stringify({
     ...r,
     time: new Date(r.at).toISOString(),
+    explanation: decodeExplanation(r),
     subject_token_type: decodeTokenType(r.subject_token_type),
     actor_token_type: decodeTokenType(r.actor_token_type),
     resources: list(r.resources),
     rule_ids: decodeRuleIds(r.rule_id),
-    checks: decodeChecks(r.checks, r),
+    checks: decodeChecks(r.checks, rowFacts(r)),
     details_requested: decodeTypes(r.details_requested),
     details_granted: decodeTypes(r.details_granted),
   })}\n`;

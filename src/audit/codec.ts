@@ -44,7 +44,7 @@ export const CHECK_CODES: readonly string[] = [
 ];
 const CODE_OF: ReadonlyMap<string, number> = new Map(CHECK_CODES.map((name, i) => [name, i]));
 
-/** The row's own columns a check's message may repeat: what is stored there need not be stored twice. */
+/** The row's own columns a check's message may repeat (as they read, not as stored): what is stored there need not be stored twice. */
 export interface RowFacts {
   audience: string | null;
   /** as stored (encodeResources) */
@@ -283,6 +283,41 @@ export function encodeTokenType(type: string | undefined): string | null {
 export function decodeTokenType(stored: string | null): string | null {
   if (stored === null || !stored.startsWith('@')) return stored;
   return stored.startsWith('@@') ? stored.slice(1) : `${TOKEN_TYPE_NS}${stored.slice(1)}`;
+}
+
+/**
+ * The `explanation` column: an ID-JAG's issue is explained as `allowed by rule r: scopes a b, lifetime 300 s`,
+ * every word of which but the lifetime is in the row's `rule_id` and `scopes_granted`. Such an explanation is
+ * stored as `=` and its lifetime; any other as written, with a leading `=` doubled. The sentence below is part
+ * of the stored format: should the policy ever word it otherwise, its explanations are stored whole (they no
+ * longer match), and rows stored short still read as they were written.
+ */
+const allowedSentence = (ruleIds: string[], scopes: string, lifetime: string): string =>
+  `allowed by rule${ruleIds.length > 1 ? 's' : ''} ${ruleIds.join(', ')}: scopes ${scopes}, lifetime ${lifetime} s`;
+
+type ExplainedBy = Pick<AuditRowText, 'rule_id' | 'scopes_granted'>;
+interface AuditRowText { rule_id: string | null; scopes_granted: string | null; explanation: string }
+
+export function encodeExplanation(explanation: string, row: ExplainedBy): string {
+  const lifetime = /, lifetime (\d{1,9}) s$/.exec(explanation)?.[1];
+  if (lifetime !== undefined && row.rule_id !== null && row.scopes_granted !== null
+    && explanation === allowedSentence(decodeRuleIds(row.rule_id), row.scopes_granted, lifetime)) return `=${lifetime}`;
+  return explanation.startsWith('=') ? `=${explanation}` : explanation;
+}
+
+/** A stored row's facts for decodeChecks: its columns as they read. */
+export const rowFacts = (r: RowFacts & { rule_id: string | null }): RowFacts => ({
+  audience: r.audience, resources: r.resources, username: r.username, scopes_granted: r.scopes_granted, jti: r.jti, exp: r.exp,
+  explanation: decodeExplanation(r),
+});
+
+export function decodeExplanation(row: AuditRowText): string {
+  const stored = row.explanation;
+  if (!stored.startsWith('=')) return stored;
+  if (stored.startsWith('==')) return stored.slice(1);
+  const lifetime = stored.slice(1);
+  return /^\d{1,9}$/.test(lifetime) && row.rule_id !== null && row.scopes_granted !== null
+    ? allowedSentence(decodeRuleIds(row.rule_id), row.scopes_granted, lifetime) : stored;
 }
 
 /** The `rule_id` column: the rules a decision named, comma-separated (rule ids have no commas). */

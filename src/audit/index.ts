@@ -3,7 +3,7 @@ import { PostgresAdapter } from 'kysely';
 import type { DB, Schema } from '../db/index.ts';
 import { prepared } from '../db/prepared.ts';
 import type { AuditDecision, AuditLogTable } from '../db/schema.ts';
-import { encodeChecks, encodeResources, encodeRuleIds, encodeTokenType, encodeTypes, encodeWarnings, text, type CheckRecord, type WarningRecord } from './codec.ts';
+import { encodeChecks, encodeExplanation, encodeResources, encodeRuleIds, encodeTokenType, encodeTypes, encodeWarnings, text, type CheckRecord, type WarningRecord } from './codec.ts';
 
 export * from './codec.ts';
 
@@ -96,8 +96,9 @@ export async function recordOutcome(db: DB, r: DecisionRecord, at = Date.now()):
     actor_token_type: encodeTokenType(r.actorTokenType),
     actor_token_hash: r.actorTokenHash ?? null,
   };
-  // after the columns it may refer to, as they are stored (bounded)
+  // after the columns they refer to, as those are stored (bounded)
   row.checks = encodeChecks(r.checks, row);
+  row.explanation = encodeExplanation(row.explanation, row);
   await commitsOf(db).write(row);
   return id;
 }

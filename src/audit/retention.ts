@@ -2,7 +2,7 @@ import { appendFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setImmediate as yieldToRequests } from 'node:timers/promises';
 import type { DB } from '../db/index.ts';
-import { decodeChecks, decodeResources, decodeRuleIds, decodeTokenType, decodeWarnings, type RowFacts } from './codec.ts';
+import { decodeChecks, decodeExplanation, decodeResources, decodeRuleIds, decodeTokenType, decodeWarnings, rowFacts } from './codec.ts';
 
 /**
  * Retention of the two logs: token-exchange decisions (`audit_log`) and sign-in attempts (`login_events`)
@@ -33,7 +33,8 @@ function archivedDecision(r: Record<string, unknown>): string {
     actor_token_type: decodeTokenType(r.actor_token_type as string | null),
     resources: decodeResources(r.resources as string | null),
     rule_ids: decodeRuleIds(r.rule_id as string | null),
-    checks: decodeChecks(r.checks as string, r as unknown as RowFacts),
+    explanation: decodeExplanation(r as unknown as Parameters<typeof decodeExplanation>[0]),
+    checks: decodeChecks(r.checks as string, rowFacts(r as unknown as Parameters<typeof rowFacts>[0])),
     warnings: decodeWarnings(r.warnings as string | null),
   });
 }

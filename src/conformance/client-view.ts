@@ -3,7 +3,7 @@ import type { Context } from 'koa';
 import { findClientRow } from '../db/clients.ts';
 import type { DB } from '../db/index.ts';
 import type { AuditLogTable } from '../db/schema.ts';
-import { decodeChecks, decodeResources, decodeTokenType, decodeTypes, decodeWarnings, failedCheck } from '../audit/codec.ts';
+import { decodeChecks, decodeResources, decodeTokenType, decodeTypes, rowFacts, decodeWarnings, failedCheck } from '../audit/codec.ts';
 import { describeChecks } from '../exchange/checks.ts';
 import type { ClientAuthGate } from '../oidc/client-auth.ts';
 import { VerifiedSecretCache, verifyAgainstNothing } from '../oidc/secrets.ts';
@@ -69,7 +69,7 @@ export interface Attempt {
 const ATTEMPT_COLUMNS = ['id', 'at', 'decision', 'error', 'subject_token_type', 'sub', 'audience', 'resources', 'scopes_requested', 'scopes_granted',
   'details_requested', 'details_granted', 'actor_token_type', 'actor_token_hash', 'jti', 'checks', 'warnings',
   // read only to fill in what the stored checks left to them (the admin's explanation is not shown)
-  'username', 'explanation', 'exp'] as const;
+  'username', 'explanation', 'exp', 'rule_id'] as const;
 type AttemptRow = Pick<AuditLogTable, (typeof ATTEMPT_COLUMNS)[number]>;
 
 /**
@@ -77,7 +77,7 @@ type AttemptRow = Pick<AuditLogTable, (typeof ATTEMPT_COLUMNS)[number]>;
  * Not the admin's explanations, rule ids or anything else that would disclose policy (draft §9.4).
  */
 function toAttempt(row: AttemptRow): Attempt {
-  const checks = describeChecks(decodeChecks(row.checks, row)).map((c) => ({
+  const checks = describeChecks(decodeChecks(row.checks, rowFacts(row))).map((c) => ({
     name: c.name, status: c.status, section: c.section ?? '', ...(c.message === undefined ? {} : { message: c.message }),
   }));
   const failedName = failedCheck(checks);

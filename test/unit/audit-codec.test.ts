@@ -1,13 +1,14 @@
 /** The audit row's format: what the writer encodes, every reader decodes, and a hand-edited row cannot break. */
 import { AUDIT_RESOURCES_INDEXED } from '../../migrations/0008_audit_resources_index.ts';
 import {
-  CHECK_CODES, decodeChecks, decodeResources, decodeRuleIds, decodeTokenType, decodeWarnings, encodeChecks, encodeResources, encodeRuleIds,
+  CHECK_CODES, decodeChecks, decodeExplanation, encodeExplanation, decodeResources, decodeRuleIds, decodeTokenType, decodeWarnings, encodeChecks, encodeResources, encodeRuleIds,
   encodeTokenType, encodeWarnings,
   failedCheck, issuedDescription, MAX_TEXT, RESOURCES_INDEXED_MAX, text, type CheckRecord, type RowFacts, type WarningRecord,
 } from '../../src/audit/codec.ts';
 import { CHECKS_BY_NAME } from '../../src/exchange/checks.ts';
 import { WARNINGS } from '../../src/exchange/lint.ts';
-import { MCP, MCP_ADMIN } from './fixtures.ts';
+import { decide } from '../../src/policy/index.ts';
+import { CLIENT_ID, MCP, MCP_ADMIN, NOW, rule } from './fixtures.ts';
 
 describe('checks', () => {
   const checks: CheckRecord[] = [
@@ -195,6 +196,44 @@ describe('resources', () => {
 
   test('the codec\'s indexed length is the one migration 0008 indexes (the admin filter\'s condition must match the partial index)', () => {
     expect(RESOURCES_INDEXED_MAX).toBe(AUDIT_RESOURCES_INDEXED);
+  });
+});
+
+describe('explanations', () => {
+  const row = (rule_id: string | null, scopes_granted: string | null) => ({ rule_id, scopes_granted });
+  test('an issue explained as the policy words it is stored as its lifetime, and reads back whole', () => {
+    const one = 'allowed by rule r1: scopes a b, lifetime 300 s';
+    expect(encodeExplanation(one, row('r1', 'a b'))).toBe('=300');
+    expect(decodeExplanation({ ...row('r1', 'a b'), explanation: '=300' })).toBe(one);
+    const two = 'allowed by rules r1, r2: scopes a, lifetime 60 s';
+    expect(encodeExplanation(two, row('r1,r2', 'a'))).toBe('=60');
+    expect(decodeExplanation({ ...row('r1,r2', 'a'), explanation: '=60' })).toBe(two);
+  });
+
+  test('anything else is stored as written, a leading = doubled; each reads back as it came', () => {
+    for (const [explanation, r] of [
+      ['allowed by rule r1: scopes a b, lifetime 300 s', row('r2', 'a b')],
+      ['allowed by rule r1: scopes a b, lifetime 300 s', row('r1', 'a')],
+      ['allowed by rule r1: scopes a b, lifetime 300 s', row(null, null)],
+      ['no rule lets client c reach MCP server m', row(null, null)],
+      ['=300', row('r1', 'a b')],
+      ['==x', row(null, null)],
+      ['', row(null, null)],
+    ] as const) {
+      const stored = encodeExplanation(explanation, r);
+      expect(stored === explanation || stored === `=${explanation}`).toBe(true);
+      expect(decodeExplanation({ ...r, explanation: stored })).toBe(explanation);
+    }
+  });
+
+  test('the policy\'s own explanation of an issue is the one stored short', () => {
+    const decision = decide({
+      client: { id: CLIENT_ID }, user: { sub: 'sub-alice', groups: [] }, resourceServer: { id: 'rs-todo' },
+      mcpServers: [{ id: 'mcp-todo', resource: MCP, enabled: true, scopes: ['todos.read', 'todos.write'] }], requestedScopes: ['todos.read', 'todos.write'], now: NOW,
+    }, [rule('r1'), rule('r2', { mcpServerId: 'mcp-todo', lifetime: 120 })]);
+    expect(decision.allow).toBe(true);
+    const allowed = decision as Extract<typeof decision, { allow: true }>;
+    expect(encodeExplanation(allowed.explanation, { rule_id: encodeRuleIds(allowed.ruleIds), scopes_granted: allowed.scopes.join(' ') })).toBe(`=${allowed.lifetime}`);
   });
 });
 
