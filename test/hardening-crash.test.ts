@@ -28,7 +28,9 @@ interface Child {
 
 /** `node src/main.ts` on `database`, resolved once it prints where it runs (the issuer names the port). */
 async function startChild(database: string, port = 0): Promise<Child> {
-  const child = spawn(process.execPath, ['src/main.ts', '--port', String(port), '--host', '127.0.0.1', '--log-level', 'warn', '--database', database], {
+  // one process: the kill lands on the very process writing the audit rows (with several workers, killing the
+  // primary leaves the workers to finish their requests; a killed worker is test/cluster.test.ts's)
+  const child = spawn(process.execPath, ['src/main.ts', '--workers', '1', '--port', String(port), '--host', '127.0.0.1', '--log-level', 'warn', '--database', database], {
     // the per-client token limit on at its default; the per-user one off, out of reach of this one user's load
     env: { ...process.env, NODE_OPTIONS: '', IDJAG_TOKEN_USER_RATE_LIMIT: '0' },
     stdio: ['ignore', 'pipe', 'pipe'],
