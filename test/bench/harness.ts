@@ -38,6 +38,8 @@ export interface ServerMemory {
 export interface ServerHandle {
   url: string;
   issuer: string;
+  /** the server's processes serving requests (src/cluster) */
+  workers: number;
   child: ChildProcess;
   /** the server process's CPU time so far (user + system, every thread) and its time in GC pauses, µs */
   cpu(): Promise<{ cpuUs: number; gcUs: number }>;
@@ -48,14 +50,16 @@ export interface ServerHandle {
 
 /**
  * Starts test/bench/server.ts over `database` (a SQLite file or a postgres:// URL) with the given node flags,
- * and the given issuer if any (a second node on the same database); resolves once it listens.
+ * the given issuer if any (a second node on the same database) and workers (the default's otherwise);
+ * resolves once it listens.
  */
-export async function startServer(database: string, nodeArgs: string[], issuerOverride?: string): Promise<ServerHandle> {
-  const child = spawn(process.execPath, [...nodeArgs, join(HERE, 'server.ts'), '--database', database, ...(issuerOverride ? ['--issuer', issuerOverride] : [])], {
+export async function startServer(database: string, nodeArgs: string[], issuerOverride?: string, workers?: string): Promise<ServerHandle> {
+  const child = spawn(process.execPath, [...nodeArgs, join(HERE, 'server.ts'), '--database', database, ...(issuerOverride ? ['--issuer', issuerOverride] : []),
+    ...(workers ? ['--workers', workers] : [])], {
     stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
   });
   const line = await firstLine(child, 'bench server');
-  const { url, issuer } = JSON.parse(line) as { url: string; issuer: string };
+  const { url, issuer, workers: count } = JSON.parse(line) as { url: string; issuer: string; workers: number };
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   // One question at a time over the channel: each answer is the next message.
   let queue: Promise<unknown> = Promise.resolve();
@@ -84,7 +88,7 @@ export async function startServer(database: string, nodeArgs: string[], issuerOv
     return answer;
   };
   return {
-    url, issuer, child,
+    url, issuer, child, workers: count,
     cpu: () => ask('cpu', { cpuUs: NaN, gcUs: NaN }),
     memory: (gc = false) => ask(gc ? 'memory-gc' : 'memory', { rss: NaN, heapUsed: NaN, heapTotal: NaN, external: NaN, arrayBuffers: NaN, gc: false }),
     async stop() {

@@ -15,7 +15,7 @@
  * Then, with the server stopped, the admin's audit query at 1,000,000 rows (audit.ts, in a child process on
  * a scratch database): the first page and a 90%-deep page, unfiltered and filtered.
  *
- *   npm run bench -- [--duration 5] [--warmup 2] [--connections 32] [--rules 100000] [--audit-rows 1000000] [--profile]
+ *   npm run bench -- [--duration 5] [--warmup 2] [--connections 32] [--rules 100000] [--audit-rows 1000000] [--profile] [--workers n|auto]
  *   npm run bench -- --access [--access-users 100000]
  *   npm run bench -- --soak [--duration 60] [--connections 16]
  *   npm run bench -- --db postgres [--duration 5] [--warmup 2] [--connections 32]
@@ -31,7 +31,9 @@
  * whole CSV export with the heap it holds on to. `--access` runs only that section (JSON in
  * test-output/bench-access.json); `--access-users 0` leaves it out of the full run.
  *
- * --profile writes V8 CPU profiles of the server and the floor to test-output/profiles/. --audit-rows 0 skips
+ * --workers runs the server with that many workers instead of the default (one per core, up to four: what
+ * `npm start` runs), for comparisons; the results say which ran. --profile writes V8 CPU profiles of the server
+ * (one per worker) and the floor to test-output/profiles/. --audit-rows 0 skips
  * the audit query timing. --soak runs soak.ts instead (mixed traffic; see there).
  * Exits 1 only when a run had errors (non-200 responses, socket errors, timeouts); the targets are reported
  * as PASS/MISS, not asserted.
@@ -65,12 +67,13 @@ const { values: flags } = parseArgs({
     access: { type: 'boolean', default: false },
     'access-users': { type: 'string', default: '100000' },
     profile: { type: 'boolean', default: false },
+    workers: { type: 'string' },
     help: { type: 'boolean', default: false },
   },
   strict: true,
 });
 if (flags.help) {
-  console.log('npm run bench -- [--duration s] [--warmup s] [--connections n] [--rules n] [--audit-rows n, 0 skips] [--profile]');
+  console.log('npm run bench -- [--duration s] [--warmup s] [--connections n] [--rules n] [--audit-rows n, 0 skips] [--profile] [--workers n|auto]');
   console.log('npm run bench -- --access [--access-users n]   (effective access only; --access-users 0 leaves it out of the full run)');
   console.log('npm run bench -- --soak [--duration s (60)] [--connections n (16)] [--profile]');
   console.log('npm run bench -- --db postgres [--duration s] [--warmup s] [--connections n]   (IDJAG_BENCH_PG_URL, default ' + pgMaintenanceUrl() + ')');
@@ -405,6 +408,7 @@ async function main() {
   await admin.close();
 
   let server: ServerHandle | undefined;
+  let workers = 0;
   const runs: RunResult[] = [];
   const floors: FloorResult[] = [];
   const trueFloors: TrueFloorResult[] = [];
@@ -412,7 +416,8 @@ async function main() {
   let bigRules = 0;
   let plan = '';
   try {
-    server = await startServer(dbFile, childArgs('server'));
+    server = await startServer(dbFile, childArgs('server'), undefined, flags.workers);
+    workers = server.workers;
     const signedIn = await signIn(server.url, { username: 'alice', password: 'alice' });
     const idToken = String(signedIn.tokens.id_token ?? '');
     if (!idToken) throw new Error('sign-in returned no ID Token');
@@ -556,7 +561,7 @@ async function main() {
   const out = [
     '',
     `idjag benchmark — ${machine.cpus} CPUs (${machine.cpuModel}), node ${machine.node}, ${machine.platform}, load avg before ${machine.loadavg.join(' ')}`,
-    `each server run: ${WARMUP} s warm-up, then ${DURATION} s measured (autocannon in the parent, idjag in a child process); load avg after ${loadAfter.join(' ')}`,
+    `each server run: ${WARMUP} s warm-up, then ${DURATION} s measured (autocannon in the parent, idjag in a child process: ${workers} worker${workers === 1 ? '' : 's'}${flags.workers ? ' (--workers)' : ', the default'}); load avg after ${loadAfter.join(' ')}`,
     ...(busy ? [`note: the machine was already busy before the bench (1-min load ${machine.loadavg[0]} on ${machine.cpus} CPUs): other processes share the cores, expect noise`] : []),
     '',
     ...table(rows),
@@ -590,7 +595,7 @@ async function main() {
   writeFileSync(join(OUT, 'bench.json'), `${JSON.stringify({
     at: new Date(startedAt).toISOString(),
     machine: { ...machine, loadavgAfter: loadAfter },
-    settings: { durationSeconds: DURATION, warmupSeconds: WARMUP, connections: CONNECTIONS, bigRules: BIG_RULES, auditRows: AUDIT_ROWS, accessUsers: ACCESS_USERS, profile: flags.profile },
+    settings: { durationSeconds: DURATION, warmupSeconds: WARMUP, connections: CONNECTIONS, bigRules: BIG_RULES, auditRows: AUDIT_ROWS, accessUsers: ACCESS_USERS, profile: flags.profile, workers },
     runs,
     trueFloor: { ...floor, runs: trueFloors },
     inProcessExchange: { ...inProcess, rules: smallRules, runs: floors },
@@ -696,7 +701,7 @@ async function comparePostgres(): Promise<void> {
     // (a) SQLite, one node
     const dbFile = join(dir, 'idjag.db');
     const sqliteRules = await prepareExchangeDatabase(dbFile);
-    servers.push(await startServer(dbFile, childArgs('server-sqlite')));
+    servers.push(await startServer(dbFile, childArgs('server-sqlite'), undefined, flags.workers));
     await setup('SQLite, 1 node', dbFile, [servers[0]!], sqliteRules);
     await stopAll();
 
@@ -704,13 +709,13 @@ async function comparePostgres(): Promise<void> {
     await maintenance(`create database ${quoteIdent(pgName)}`, [], maintenanceUrl);
     created = true;
     const pgRules = await prepareExchangeDatabase(pgUrl.toString());
-    const first = await startServer(pgUrl.toString(), childArgs('server-pg-1'));
+    const first = await startServer(pgUrl.toString(), childArgs('server-pg-1'), undefined, flags.workers);
     servers.push(first);
     await setup('PostgreSQL, 1 node', pgUrl.toString(), [first], pgRules);
 
     // (c) PostgreSQL, two nodes: a second process on the same database with the first one's issuer (an ID
     // Token from either is valid at both), the connections split between them
-    servers.push(await startServer(pgUrl.toString(), childArgs('server-pg-2'), first.issuer));
+    servers.push(await startServer(pgUrl.toString(), childArgs('server-pg-2'), first.issuer, flags.workers));
     await setup('PostgreSQL, 2 nodes', pgUrl.toString(), [first, servers[1]!], pgRules);
   } finally {
     await stopAll();
