@@ -6,6 +6,7 @@ import pg from 'pg';
 import { Migrator, type Migration, type MigrationProvider } from 'kysely/migration';
 import { migrations } from '../../migrations/index.ts';
 import type { Schema } from './schema.ts';
+import { STATEMENT_NAMES } from './prepared.ts';
 
 export type { Schema } from './schema.ts';
 export type DB = Kysely<Schema>;
@@ -93,6 +94,19 @@ const pgTypes = {
 };
 
 export const POOL_SIZE = 10;
+
+/**
+ * A pg client that runs the hot path's prepared queries (prepared.ts) as named statements: PostgreSQL then parses
+ * and plans each once per connection, where an unnamed statement is parsed and planned on every execution.
+ */
+class NamedStatementClient extends pg.Client {
+  override query(...args: unknown[]): never {
+    const [text, values] = args;
+    const name = typeof text === 'string' && Array.isArray(values) && args.length === 2 ? STATEMENT_NAMES.get(text) : undefined;
+    const call = super.query as (...a: unknown[]) => never;
+    return name === undefined ? call.apply(this, args) : call.call(this, { name, text, values });
+  }
+}
 const CONNECT_TIMEOUT_MS = 5000;
 
 function openPostgres(url: string): PostgresDatabase {
@@ -100,6 +114,7 @@ function openPostgres(url: string): PostgresDatabase {
   // holding a request forever: the exchange then fails closed (503) and /healthz says so.
   const pool = new pg.Pool({
     connectionString: url, max: POOL_SIZE, types: pgTypes, application_name: 'idjag', connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+    Client: NamedStatementClient,
   });
   // An idle client's error (the server restarting, a network cut) must not crash the process; the next
   // query gets a fresh connection or its own error.

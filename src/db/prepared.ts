@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { CompiledQuery, Compilable, Kysely } from 'kysely';
 
 const SENTINEL = '\u0000idjag.param:';
@@ -13,6 +14,14 @@ interface Template {
 }
 
 /**
+ * The SQL of every prepared query, with a statement name of its own: on PostgreSQL the pool's clients run these
+ * as named prepared statements (src/db/index.ts), so the server parses and plans each once per connection
+ * instead of on every exchange. A handful of texts (one per prepared query and dialect), never request data.
+ */
+export const STATEMENT_NAMES = new Map<string, string>();
+const nameOf = (sql: string) => `idjag_${createHash('sha256').update(sql).digest('base64url').slice(0, 16)}`;
+
+/**
  * A query built with kysely once, then run with fresh arguments: on the token endpoint's path, building and
  * compiling the same query tree for every request costs more than SQLite spends running it. The builder is
  * ordinary kysely code; `p('name')` marks where an argument goes. The compiled form is kept per database
@@ -26,6 +35,7 @@ export function prepared<DB, Args extends object, Row>(
     let t = templates.get(db);
     if (!t) {
       const compiled = build(db, param).compile();
+      STATEMENT_NAMES.set(compiled.sql, nameOf(compiled.sql));
       const slots = compiled.parameters.map((v) => (typeof v === 'string' && v.startsWith(SENTINEL) ? { name: v.slice(SENTINEL.length) } : { value: v }));
       t = { compiled, slots };
       templates.set(db, t);
