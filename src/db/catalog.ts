@@ -139,6 +139,60 @@ export async function rulesFor(db: DB, clientId: string, resourceServerId: strin
   return (await rulesByClientTarget(db, { clientId, resourceServerId })).map(toRule);
 }
 
+/** Every column of a rule, as the combined lookup below reads them (prefixed `r_`, beside the Resource AS's). */
+const RULE_COLUMNS = ['id', 'client_id', 'resource_server_id', 'mcp_server_id', 'subject_kind', 'subjects', 'scopes', 'default_scopes', 'rs_client_id',
+  'lifetime', 'max_auth_age', 'authorization_details_types', 'enabled', 'description', 'not_before', 'expires_at', 'created_at', 'updated_at',
+  'created_by', 'updated_by'] as const satisfies readonly (keyof PolicyRulesTable)[];
+
+type TargetRow = ResourceServerRow & { aud_sub: string | null } & { [K in (typeof RULE_COLUMNS)[number] as `r_${K}`]: PolicyRulesTable[K] | null };
+
+/**
+ * The Resource AS an audience names, this client's candidate rules for it and the user's `aud_sub` there, in one
+ * statement: on the token endpoint's path each read is a round trip to PostgreSQL. Prepared once.
+ */
+const targetByAudience = prepared<Schema, { audience: string; clientId: string; sub: string }, TargetRow>((db, p) =>
+  db.selectFrom('resource_servers as rs')
+    .leftJoin('policy_rules as r', (join) => join.onRef('r.resource_server_id', '=', 'rs.id').on('r.client_id', '=', p('clientId')))
+    .select(RS_COLUMNS.map((c) => `rs.${c}` as const))
+    .select(RULE_COLUMNS.map((c) => `r.${c} as r_${c}` as const))
+    .select((eb) => eb.selectFrom('audience_subjects').select('aud_sub')
+      .whereRef('audience_subjects.resource_server_id', '=', 'rs.id').where('audience_subjects.user_sub', '=', p('sub')).as('aud_sub'))
+    .where((eb) => eb.or([
+      eb('rs.issuer', '=', p('audience')),
+      eb('rs.id', '=', eb.selectFrom('resource_server_aliases').select('resource_server_id').where('alias', '=', p('audience'))),
+    ])));
+
+/** What a token exchange reads of the catalog, at once (src/exchange/pipeline.ts, `Catalog.lookup`). */
+export interface TargetLookup {
+  resourceServer: ResourceServerFacts | undefined;
+  mcpServers: McpServerRecord[];
+  /** the client's candidate rules for that Resource AS, disabled ones too */
+  rules: Rule[];
+  /** the user's subject identifier at that Resource AS, when an admin mapped one */
+  audSub: string | undefined;
+}
+
+const ruleOf = (row: TargetRow): PolicyRulesTable =>
+  Object.fromEntries(RULE_COLUMNS.map((c) => [c, row[`r_${c}`]])) as unknown as PolicyRulesTable;
+
+/** The same answers as findResourceServer, findMcpServers, rulesFor and findAudienceSubject, in two statements. */
+export async function lookupTarget(db: DB, q: { audience: string; resources: readonly string[]; clientId: string; sub: string }): Promise<TargetLookup> {
+  const [rows, mcpServers] = await Promise.all([
+    targetByAudience(db, { audience: q.audience, clientId: q.clientId, sub: q.sub }),
+    findMcpServers(db, q.resources),
+  ]);
+  const first = rows[0];
+  if (!first) return { resourceServer: undefined, mcpServers, rules: [], audSub: undefined };
+  // should an issuer and an alias name two Resource ASes, the first found is the one, as findResourceServer has it
+  const mine = rows.filter((r) => r.id === first.id);
+  return {
+    resourceServer: { id: first.id, issuer: first.issuer, name: first.name, enabled: Boolean(first.enabled), release: toRelease(first) },
+    mcpServers,
+    rules: mine.filter((r) => r.r_id !== null).map((r) => toRule(ruleOf(r))),
+    audSub: first.aud_sub ?? undefined,
+  };
+}
+
 /**
  * The rules table as the candidate sets of every client and Resource AS (what `rulesFor` returns for each pair),
  * narrowed to one client, one Resource AS or both: effective access decides over these, pair by pair.

@@ -8,7 +8,7 @@ import { idJagClaims, type IdJagClaims, type Minted, type Minter } from './mint.
 import { NO_PROOF, type ProofSource } from './proof.ts';
 import { parseRequest, type ExchangeInput, type ExchangeRequest, type RequestingClient } from './request.ts';
 import type { Subject, SubjectSource } from './subject.ts';
-import { resolveTarget, type Catalog, type Target } from './target.ts';
+import { lookedUp, resolveTarget, type Catalog, type Target } from './target.ts';
 
 /**
  * The token exchange, once: request → subject → target → policy → mint, each step a named check. The
@@ -177,9 +177,11 @@ export async function runExchange(input: ExchangeInput, ports: ExchangePorts): P
     record.username = subject.user.username;
 
     stage('target');
-    const target = await resolveTarget(ports.catalog, checks, req.audience, req.resources);
+    const found = await ports.catalog.lookup?.({ audience: req.audience, resources: req.resources, clientId: req.clientId, sub: subject.user.sub });
+    const catalog = found ? lookedUp(found) : ports.catalog;
+    const target = await resolveTarget(catalog, checks, req.audience, req.resources);
     warnings = [...warnings, ...lintTarget(req, target)];
-    const rules = await ports.rules.rulesFor(req.clientId, target.resourceServer.id);
+    const rules = found ? found.rules : await ports.rules.rulesFor(req.clientId, target.resourceServer.id);
 
     stage('policy');
     const decision = policyDecision(checks, req, subject, target, rules, now);
@@ -187,7 +189,7 @@ export async function runExchange(input: ExchangeInput, ports: ExchangePorts): P
     if (details) record.detailsGranted = detailTypes(details);
 
     stage('mint');
-    const audSub = await ports.catalog.audienceSubject(target.resourceServer.id, subject.user.sub);
+    const audSub = await catalog.audienceSubject(target.resourceServer.id, subject.user.sub);
     const claims = idJagClaims({
       issuer: ports.issuer, tenant: ports.tenant, subject, resourceServer: target.resourceServer, audSub,
       resources: req.resources, decision, authorizationDetails: details, jkt,

@@ -1,4 +1,4 @@
-import { findAudienceSubject, findMcpServers, findResourceServer, rulesFor } from '../db/catalog.ts';
+import { findAudienceSubject, findMcpServers, findResourceServer, lookupTarget, rulesFor } from '../db/catalog.ts';
 import type { DB } from '../db/index.ts';
 import { findMemberBySub } from '../db/users.ts';
 import type { Directory, RuleSource } from './pipeline.ts';
@@ -12,6 +12,7 @@ export function databasePorts(db: DB): { directory: Directory; catalog: Catalog;
       resourceServer: (audience) => findResourceServer(db, audience),
       mcpServers: (resources) => findMcpServers(db, resources),
       audienceSubject: (resourceServerId, sub) => findAudienceSubject(db, resourceServerId, sub),
+      lookup: (q) => lookupTarget(db, q),
     },
     rules: { rulesFor: (clientId, resourceServerId) => rulesFor(db, clientId, resourceServerId) },
   };

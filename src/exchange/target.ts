@@ -1,4 +1,4 @@
-import type { McpServerRecord, ResourceServerFacts } from '../db/catalog.ts';
+import type { McpServerRecord, ResourceServerFacts, TargetLookup } from '../db/catalog.ts';
 import type { McpServerFacts } from '../policy/index.ts';
 import type { CheckList } from './checks.ts';
 
@@ -14,7 +14,19 @@ export interface Catalog {
   mcpServers(resources: readonly string[]): Promise<McpServerRecord[]>;
   /** the user's subject identifier at the Resource AS (the ID-JAG `aud_sub`), when an admin mapped one */
   audienceSubject(resourceServerId: string, sub: string): Promise<string | undefined>;
+  /**
+   * All an exchange reads of the catalog (and the client's candidate rules), at once: where each read is a round
+   * trip (the database), one lookup instead of four. The same answers as the methods above and RuleSource.
+   */
+  lookup?(q: { audience: string; resources: readonly string[]; clientId: string; sub: string }): Promise<TargetLookup>;
 }
+
+/** A catalog that answers from one lookup's results. */
+export const lookedUp = (found: TargetLookup): Catalog => ({
+  resourceServer: async () => found.resourceServer,
+  mcpServers: async () => found.mcpServers,
+  audienceSubject: async () => found.audSub,
+});
 
 /** RFC 8707 §2: a resource is an absolute URI without a fragment. */
 function isResourceIndicator(value: string): boolean {
