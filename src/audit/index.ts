@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { PostgresAdapter } from 'kysely';
-import type { DB, Schema } from '../db/index.ts';
+import { onPostgres, type DB, type Schema } from '../db/index.ts';
 import { prepared } from '../db/prepared.ts';
 import type { AuditDecision, AuditLogTable } from '../db/schema.ts';
 import { encodeChecks, encodeExplanation, encodeResources, encodeRuleIds, encodeTokenType, encodeTypes, encodeWarnings, text, type CheckRecord, type WarningRecord } from './codec.ts';
@@ -163,7 +162,7 @@ class GroupCommit {
     }
     // PostgreSQL: one statement, one round trip. SQLite: the statement prepared once, run for each row in one
     // transaction (a multi-row INSERT would be a new statement for every batch size).
-    if (this.#db.getExecutor().adapter instanceof PostgresAdapter) {
+    if (onPostgres(this.#db)) {
       await this.#db.insertInto('audit_log').values(rows).execute();
       return;
     }

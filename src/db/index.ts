@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import SQLite from 'better-sqlite3';
-import { Kysely, PostgresDialect, SqliteDialect } from 'kysely';
+import { Kysely, PostgresAdapter, PostgresDialect, SqliteDialect } from 'kysely';
 import pg from 'pg';
 import { Migrator, type Migration, type MigrationProvider } from 'kysely/migration';
 import { migrations } from '../../migrations/index.ts';
@@ -32,6 +32,9 @@ export interface PostgresDatabase extends DatabaseBase {
 
 /** SQLite for one machine (the default), PostgreSQL for several nodes on one database. */
 export type Database = SqliteDatabase | PostgresDatabase;
+
+/** A kysely instance (or transaction) on PostgreSQL, where every statement is a network round trip. */
+export const onPostgres = (db: Kysely<Schema>): boolean => db.getExecutor().adapter instanceof PostgresAdapter;
 
 export const isPostgresUrl = (location: string): boolean => /^postgres(ql)?:\/\//i.test(location);
 

@@ -1,4 +1,4 @@
-import type { DB, Schema } from './index.ts';
+import { onPostgres, type DB, type Schema } from './index.ts';
 import { prepared } from './prepared.ts';
 import type { UsersTable } from './schema.ts';
 
@@ -19,7 +19,7 @@ export async function findUserBySub(db: DB, sub: string): Promise<User | undefin
   return (await userBySub(db, { sub }))[0];
 }
 
-/** A user with the groups they belong to, in one query (a token exchange reads both). */
+/** A user with the groups they belong to (a token exchange reads both). */
 export interface Member {
   user: User;
   groups: string[];
@@ -30,7 +30,12 @@ const memberBySub = prepared<Schema, { sub: string }, User & { group_name: strin
   .select([...USER.map((c) => `users.${c}` as const), 'group_members.group_name'])
   .where('users.sub', '=', p('sub')).orderBy('group_members.group_name'));
 
+/** One round trip on PostgreSQL; on SQLite the two single-table reads are cheaper than the join (~13 µs against ~20). */
 export async function findMemberBySub(db: DB, sub: string): Promise<Member | undefined> {
+  if (!onPostgres(db)) {
+    const user = await findUserBySub(db, sub);
+    return user && { user, groups: await groupsOf(db, sub) };
+  }
   const rows = await memberBySub(db, { sub });
   const first = rows[0];
   if (!first) return undefined;
