@@ -33,7 +33,8 @@ interface Node {
 /** `node src/main.ts` on the shared database, with the balancer's address as its issuer. */
 async function startNode(name: string, database: string, issuer: string): Promise<Node> {
   const child = spawn(process.execPath, [
-    'src/main.ts', '--port', '0', '--host', '127.0.0.1', '--issuer', issuer, '--database', database, '--log-level', 'warn',
+    // one process per node: the nodes are the subject here (a node's own workers are test/cluster.test.ts's)
+    'src/main.ts', '--workers', '1', '--port', '0', '--host', '127.0.0.1', '--issuer', issuer, '--database', database, '--log-level', 'warn',
     '--no-demo', '--login-account-failures', '3', '--login-account-block', '60', '--login-ip-failures', '0',
     // keys re-read every second instead of every 30 s, so the rotation test below stays short
     '--key-refresh', '1',
