@@ -73,6 +73,15 @@ export interface WorkerServices {
   metrics: (registry: Registry) => () => Promise<string>;
 }
 
+/** What this process shares through the cluster's primary, when it is a worker; undefined: a single process. */
+export function workerServices(): WorkerServices | undefined {
+  const index = workerIndex();
+  return index === undefined ? undefined : { index, sessions: primarySessions(), metrics: clusterMetrics };
+}
+
+/** The playground's bounds, which the primary keeps for all workers as a single process keeps them for itself. */
+export const PLAYGROUND_SESSIONS = { max: MAX_SESSIONS, ttlMs: SESSION_TTL_MS };
+
 /**
  * Composition: open and migrate the database, make sure keys exist, seed an empty database, build the
  * provider and the koa app around it, and listen. The socket is bound before the provider is built so the
@@ -358,13 +367,14 @@ export async function main() {
   if (workers > 1 && cluster.isPrimary) {
     const log = pino({ level: config.logLevel });
     const code = await runPrimary({
-      workers, log, sessions: { max: MAX_SESSIONS, ttlMs: SESSION_TTL_MS },
+      workers, log, sessions: PLAYGROUND_SESSIONS,
       print: (text) => process.stdout.write(text),
     });
     process.exit(code);
   }
-  const index = workerIndex();
-  const idjag = await startIdjag(config, index === undefined ? {} : { worker: { index, sessions: primarySessions(), metrics: clusterMetrics } });
+  const worker = workerServices();
+  const index = worker?.index;
+  const idjag = await startIdjag(config, { worker });
   const text = banner(idjag, workers);
   if (index === undefined) process.stdout.write(text);
   else reportReady(text);

@@ -107,10 +107,6 @@ export class SharedWindow {
     entry.shared -= points;
     entry.pending += points;
   }
-
-  get size(): number {
-    return this.#entries.size;
-  }
 }
 
 /** Rows per statement: well under either database's limit on bound parameters (3 per row). */

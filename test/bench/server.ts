@@ -17,10 +17,9 @@ import type { AddressInfo } from 'node:net';
 import { PerformanceObserver } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
-import { clusterMetrics, primarySessions, reportReady, runPrimary, workerIndex } from '../../src/cluster/index.ts';
+import { reportReady, runPrimary } from '../../src/cluster/index.ts';
 import { loadConfig, workerCount } from '../../src/config/index.ts';
-import { startIdjag } from '../../src/main.ts';
-import { MAX_SESSIONS, SESSION_TTL_MS } from '../../src/playground/session.ts';
+import { PLAYGROUND_SESSIONS, startIdjag, workerServices } from '../../src/main.ts';
 
 const { values } = parseArgs({ options: { database: { type: 'string' }, issuer: { type: 'string' }, workers: { type: 'string' } }, strict: true });
 if (!values.database) {
@@ -73,18 +72,16 @@ if (workers > 1 && cluster.isPrimary) {
       : { rss: sum('rss'), heapUsed: sum('heapUsed'), heapTotal: sum('heapTotal'), external: sum('external'), arrayBuffers: sum('arrayBuffers'), gc: (all as Memory[]).every((m) => m.gc) });
   });
   const code = await runPrimary({
-    workers, log: pino({ level: 'silent' }), sessions: { max: MAX_SESSIONS, ttlMs: SESSION_TTL_MS },
+    workers, log: pino({ level: 'silent' }), sessions: PLAYGROUND_SESSIONS,
     // the first worker's "banner" is its address (below)
     print: (line) => process.stdout.write(`${JSON.stringify({ ...JSON.parse(line) as object, pid: process.pid, workers })}\n`),
   });
   process.exit(code);
 }
 
-const index = workerIndex();
-const idjag = await startIdjag(config, {
-  log: pino({ level: 'silent' }),
-  ...(index === undefined ? {} : { worker: { index, sessions: primarySessions(), metrics: clusterMetrics } }),
-});
+const worker = workerServices();
+const index = worker?.index;
+const idjag = await startIdjag(config, { log: pino({ level: 'silent' }), worker });
 const address = { url: `http://127.0.0.1:${(idjag.server.address() as AddressInfo).port}`, issuer: idjag.issuer };
 if (index === undefined) {
   process.stdout.write(`${JSON.stringify({ ...address, pid: process.pid, workers: 1 })}\n`);
