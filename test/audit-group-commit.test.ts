@@ -5,7 +5,7 @@
  */
 import { sql } from 'kysely';
 import { recordOutcome, type DecisionRecord } from '../src/audit/index.ts';
-import { migrateToLatest, openDatabase, type Database } from '../src/db/index.ts';
+import { AUDIT_SCHEMA, migrateToLatest, openDatabase, type Database } from '../src/db/index.ts';
 import { createTestDatabase, onPostgres, type TestDatabase } from './helpers/database.ts';
 
 let scratch: TestDatabase;
@@ -20,7 +20,8 @@ beforeAll(async () => {
     await sql`create function refuse_audit_row() returns trigger language plpgsql as $$ begin raise exception 'refused'; end $$`.execute(database.db);
     await sql`create trigger refuse_audit_row before insert on audit_log for each row when (new.client_id = 'refused') execute function refuse_audit_row()`.execute(database.db);
   } else {
-    await sql`create trigger refuse_audit_row before insert on audit_log when new.client_id = 'refused' begin select raise(abort, 'refused'); end`.execute(database.db);
+    // in the file the table is in (src/db: the audit database)
+    await sql`create trigger ${sql.raw(AUDIT_SCHEMA)}.refuse_audit_row before insert on audit_log when new.client_id = 'refused' begin select raise(abort, 'refused'); end`.execute(database.db);
   }
 });
 

@@ -11,7 +11,7 @@ import { createInterface } from 'node:readline';
 import SQLite from 'better-sqlite3';
 import { decodeJwt } from 'jose';
 import pg from 'pg';
-import { isPostgresUrl } from '../src/db/index.ts';
+import { AUDIT_SCHEMA, auditFileOf, isPostgresUrl } from '../src/db/index.ts';
 import { signIn } from './helpers/browser.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
 import { exchange } from './helpers/exchange.ts';
@@ -67,6 +67,7 @@ async function inspect(database: string, jtis: string[]): Promise<{ integrity: s
   } else {
     const sqlite = new SQLite(database);
     try {
+      sqlite.prepare(`attach database ? as ${AUDIT_SCHEMA}`).run(auditFileOf(database));
       integrity = (sqlite.pragma('integrity_check') as { integrity_check: string }[]).map((r) => r.integrity_check);
       rows = sqlite.prepare(query).all() as { jti: string }[];
     } finally {

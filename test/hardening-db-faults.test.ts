@@ -14,6 +14,7 @@
 import SQLite from 'better-sqlite3';
 import { decodeJwt } from 'jose';
 import type { Config } from '../src/config/index.ts';
+import { AUDIT_SCHEMA, auditFileOf } from '../src/db/index.ts';
 import { basic, signIn, type TokenResponse } from './helpers/browser.ts';
 import { exchange, ID_JAG, ID_TOKEN, TODO_AS, TODO_MCP, TOKEN_EXCHANGE } from './helpers/exchange.ts';
 import { maintenance, onPostgres, sqliteHandle, sqliteOnly } from './helpers/database.ts';
@@ -67,8 +68,9 @@ sqliteOnly('SQLite faults', () => {
   describe.each([
     ['read-only (SQLITE_READONLY)', () => sqlite().pragma('query_only = ON'), () => sqlite().pragma('query_only = OFF')],
     ['full (SQLITE_FULL)', () => {
-      const pages = sqlite().pragma('page_count', { simple: true }) as number;
-      sqlite().pragma(`max_page_count = ${pages}`);
+      // the audit rows' file (src/db: every request writes there, never to the main file)
+      const pages = sqlite().pragma(`${AUDIT_SCHEMA}.page_count`, { simple: true }) as number;
+      sqlite().pragma(`${AUDIT_SCHEMA}.max_page_count = ${pages}`);
       // Fill what room is left (free pages, and the audit table's last page down to a few bytes), so the next
       // audit row needs a page the file cannot get: from here every write that grows the file fails.
       const filler = sqlite().prepare("insert into audit_log (id, at, request_id, decision, reason, explanation, checks) values (?, ?, 'filler', 'error', 'hardening_filler', ?, '[]')");
@@ -81,7 +83,7 @@ sqliteOnly('SQLite faults', () => {
         }
       }
     }, () => {
-      sqlite().pragma('max_page_count = 4294967294');
+      sqlite().pragma(`${AUDIT_SCHEMA}.max_page_count = 4294967294`);
       sqlite().prepare("delete from audit_log where reason = 'hardening_filler'").run();
     }],
   ])('a %s database', (_name, breakIt, repair) => {
@@ -103,7 +105,7 @@ sqliteOnly('SQLite faults', () => {
     let other: SQLite.Database;
     beforeEach(() => {
       sqlite().pragma('busy_timeout = 100');
-      other = new SQLite(idjag.config.database);
+      other = new SQLite(auditFileOf(idjag.config.database));
       other.exec('BEGIN IMMEDIATE');
     });
     afterEach(() => {

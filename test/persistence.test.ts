@@ -52,11 +52,12 @@ describe('migrations and seed', () => {
       const second = await migrateToLatest(database.db);
       expect(second.applied).toEqual([]);
       const tables = database.dialect === 'sqlite'
-        ? await sql<{ name: string }>`select name from sqlite_master where type = 'table' order by name`.execute(database.db)
+        ? await sql<{ name: string }>`select name from main.sqlite_master where type = 'table' union all select name from audit.sqlite_master where type = 'table' order by name`.execute(database.db)
         : await sql<{ name: string }>`select table_name as name from information_schema.tables where table_schema = current_schema() order by 1`.execute(database.db);
       expect(tables.rows.map((r) => r.name)).toEqual(expect.arrayContaining(['users', 'groups', 'group_members', 'clients', 'oidc_payloads', 'signing_keys', 'audit_log', 'policy_rules', 'rate_limits', 'login_events']));
       if (database.dialect === 'sqlite') {
         expect(database.sqlite.pragma('journal_mode', { simple: true })).toBe('wal');
+        expect(database.sqlite.pragma('audit.journal_mode', { simple: true })).toBe('wal');
         expect(database.sqlite.pragma('foreign_keys', { simple: true })).toBe(1);
       } else {
         // foreign keys are always on in PostgreSQL: a dangling reference is refused

@@ -1,5 +1,5 @@
 import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { dirname, extname } from 'node:path';
 import SQLite from 'better-sqlite3';
 import { Kysely, PostgresAdapter, PostgresDialect, SqliteDialect } from 'kysely';
 import pg from 'pg';
@@ -68,17 +68,36 @@ export function openDatabase(location: string): Database {
   return isPostgresUrl(location) ? openPostgres(location) : openSqlite(location);
 }
 
+/**
+ * The schema name, on SQLite, of the second database file: what requests write as they are served (the two
+ * audit trails, `audit_log` and `login_events`, and the DPoP proofs seen, `dpop_proofs`; migration
+ * 0013_audit_database). SQLite drops a connection's whole page cache of a file whenever another connection
+ * commits to it; with every exchange writing its audit row, workers sharing one file would each re-read the
+ * users, clients and rules from disk on nearly every request. Kept apart, the file they read changes only when
+ * an admin or a sign-in changes it. Queries name these tables unqualified: SQLite finds them in either file.
+ */
+export const AUDIT_SCHEMA = 'audit';
+
+/** Where the audit database of a SQLite file lives: beside it, `data/idjag.db` → `data/idjag.audit.db`. */
+export function auditFileOf(path: string): string {
+  if (path === ':memory:') return ':memory:';
+  const ext = extname(path);
+  return ext ? `${path.slice(0, -ext.length)}.audit${ext}` : `${path}.audit`;
+}
+
 function openSqlite(path: string): SqliteDatabase {
   if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
   const sqlite = new SQLite(path);
-  sqlite.pragma('journal_mode = WAL');
-  // NORMAL in WAL mode survives a process crash (kill -9); only an OS crash can lose the last commits.
-  sqlite.pragma('synchronous = NORMAL');
+  sqlite.prepare(`attach database ? as ${AUDIT_SCHEMA}`).run(auditFileOf(path));
+  for (const schema of ['main', AUDIT_SCHEMA]) {
+    sqlite.pragma(`${schema}.journal_mode = WAL`);
+    // NORMAL in WAL mode survives a process crash (kill -9); only an OS crash can lose the last commits.
+    sqlite.pragma(`${schema}.synchronous = NORMAL`);
+    // Reads through a memory map: re-reading a page another worker's commit made stale costs no system call.
+    sqlite.pragma(`${schema}.mmap_size = 268435456`);
+  }
   sqlite.pragma('foreign_keys = ON');
   sqlite.pragma('busy_timeout = 5000');
-  // Reads through a memory map: with several workers each one's page cache is dropped whenever another commits
-  // (every exchange writes an audit row), and re-reading pages from the map costs no system call.
-  sqlite.pragma('mmap_size = 268435456');
   const db = new Kysely<Schema>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }) });
   return {
     db,

@@ -17,7 +17,7 @@ import { parseArgs } from 'node:util';
 import type SQLite from 'better-sqlite3';
 import { AuditPage, auditPageQuery, auditQuery, searchAudit, type AuditFilter } from '../../src/admin/audit-query.ts';
 import { encodeCursor } from '../../src/admin/changes.ts';
-import { migrateToLatest, type DB } from '../../src/db/index.ts';
+import { AUDIT_SCHEMA, auditFileOf, migrateToLatest, type DB } from '../../src/db/index.ts';
 import { DECISION_CHECKS, ID_TOKEN_CHECKS, REQUEST_CHECKS } from '../../src/exchange/checks.ts';
 import { openSqlite } from './fixtures.ts';
 
@@ -32,9 +32,11 @@ export const AUDIT_BASE_MS = 1_700_000_000_000;
  * explanation (about 2 KiB a row on disk), so the table's pages are as many as a real log's. Returns the ms.
  */
 export function fillAuditLog(sqlite: SQLite.Database, rows: number): number {
-  sqlite.pragma('journal_mode = OFF');
-  sqlite.pragma('synchronous = OFF');
-  sqlite.pragma('cache_size = -262144');
+  for (const schema of ['main', AUDIT_SCHEMA]) {
+    sqlite.pragma(`${schema}.journal_mode = OFF`);
+    sqlite.pragma(`${schema}.synchronous = OFF`);
+    sqlite.pragma(`${schema}.cache_size = -262144`);
+  }
   // a realistic row: the check list an issued token records, and an explanation of the usual length
   const checks = JSON.stringify([...REQUEST_CHECKS, ...ID_TOKEN_CHECKS, ...DECISION_CHECKS].map((c) => ({ name: c.name, status: 'passed' })));
   const explanation = 'allowed by rule rule-1 (demo-agent → Todo MCP server): alice is in group engineering; scopes data.read data.write granted';
@@ -142,7 +144,7 @@ export async function auditScale(rows: number, runs: number, progress: (s: strin
         deep: await timePage(db, sqlite, AuditPage.parse({ ...filter, limit: PAGE, cursor }), runs, before[1]!.id),
       });
     }
-    return { rows, runs, pageSize: PAGE, insertMs, databaseMiB: Math.round(statSync(file).size / 2 ** 20), timings };
+    return { rows, runs, pageSize: PAGE, insertMs, databaseMiB: Math.round(statSync(auditFileOf(file)).size / 2 ** 20), timings };
   } finally {
     await database.close();
     rmSync(dir, { recursive: true, force: true });

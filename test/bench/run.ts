@@ -50,7 +50,7 @@ import type { AccessScaleResult } from './access.ts';
 import type { AuditScaleResult } from './audit.ts';
 import { randomBytes } from 'node:crypto';
 import { maintenance, pgMaintenanceUrl, quoteIdent } from '../helpers/pg-admin.ts';
-import { openDatabase, POOL_SIZE } from '../../src/db/index.ts';
+import { AUDIT_SCHEMA, openDatabase, POOL_SIZE } from '../../src/db/index.ts';
 import { addBenchUsers, addSyntheticRules, addSyntheticRulesVia, BENCH_CC, idTokensLike, openSqlite, prepareDatabase, removeSynthetic, rulePlan, TODO_AS, TODO_MCP } from './fixtures.ts';
 import { firstLine, fmt, HERE, OUT, percentile, startServer, table, type ServerHandle } from './harness.ts';
 import { runSoak } from './soak.ts';
@@ -182,9 +182,9 @@ function auditStorage(dbFile: string): AuditStorage {
   const database = openSqlite(dbFile);
   try {
     const s = database.sqlite;
-    s.pragma('wal_checkpoint(TRUNCATE)');
-    const indexes = (s.prepare("select name from sqlite_master where type = 'index' and tbl_name = 'audit_log'").all() as { name: string }[]).map((r) => r.name);
-    const bytes = (names: string[]) => (names.length ? Number((s.prepare(`select coalesce(sum(pgsize), 0) as b from dbstat where name in (${names.map(() => '?').join(',')})`).get(...names) as { b: number }).b) : 0);
+    s.pragma(`${AUDIT_SCHEMA}.wal_checkpoint(TRUNCATE)`);
+    const indexes = (s.prepare(`select name from ${AUDIT_SCHEMA}.sqlite_master where type = 'index' and tbl_name = 'audit_log'`).all() as { name: string }[]).map((r) => r.name);
+    const bytes = (names: string[]) => (names.length ? Number((s.prepare(`select coalesce(sum(pgsize), 0) as b from dbstat(?) where name in (${names.map(() => '?').join(',')})`).get(AUDIT_SCHEMA, ...names) as { b: number }).b) : 0);
     const { n, issued } = s.prepare("select count(*) as n, sum(decision = 'issued') as issued from audit_log").get() as { n: number; issued: number };
     const tableBytes = bytes(['audit_log']);
     const indexBytes = bytes(indexes);
