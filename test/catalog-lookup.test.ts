@@ -1,10 +1,13 @@
 /**
- * The token exchange reads the catalog in one lookup (src/db/catalog.ts `lookupTarget`): it must answer exactly
- * what the four separate reads answer (the Resource AS by issuer or alias, the MCP servers, the client's candidate
- * rules, disabled ones too, and the user's aud_sub), for every kind of request, on both dialects.
+ * On PostgreSQL the token exchange reads in one statement (src/db/catalog.ts `lookupExchange`): it must answer
+ * exactly what the separate reads answer (the user with their groups, the Resource AS by issuer or alias, the MCP
+ * servers, the client's candidate rules, disabled ones too, and the user's aud_sub), for every kind of request.
+ * It runs on both dialects: the statement is PostgreSQL's (the exchange uses it there only), but what it must
+ * equal is checked wherever the suite runs it.
  */
-import { findAudienceSubject, findMcpServers, findResourceServer, lookupTarget, rulesFor } from '../src/db/catalog.ts';
-import { findUserByName } from '../src/db/users.ts';
+import { findAudienceSubject, findMcpServers, findResourceServer, lookupExchange, rulesFor } from '../src/db/catalog.ts';
+import { findMemberBySub, findUserByName } from '../src/db/users.ts';
+import { onPostgres } from './helpers/database.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
 
 let idjag: TestServer;
@@ -29,6 +32,7 @@ const separately = async (q: { audience: string; resources: string[]; clientId: 
   const { db } = idjag.database;
   const resourceServer = await findResourceServer(db, q.audience);
   return {
+    member: await findMemberBySub(db, q.sub),
     resourceServer,
     mcpServers: await findMcpServers(db, q.resources),
     rules: resourceServer ? await rulesFor(db, q.clientId, resourceServer.id) : [],
@@ -38,17 +42,35 @@ const separately = async (q: { audience: string; resources: string[]; clientId: 
 
 const byId = <T extends { id: string }>(list: T[]) => [...list].sort((a, b) => a.id.localeCompare(b.id));
 
-test.each([
+const SUBS = { alice: () => alice, bob: () => bob, nobody: () => 'no-such-user', grouped: () => grouped } as const;
+let grouped: string;
+
+beforeAll(async () => {
+  // a user in several groups, added in an order that is not the groups' order
+  const { db } = idjag.database;
+  grouped = 'user-in-groups';
+  await db.insertInto('users').values({ sub: grouped, username: 'grouped', email: null, email_verified: 0, name: null, password_hash: null, disabled: 1, created_at: 0, updated_at: 0 }).execute();
+  const groups = (await db.selectFrom('groups').select('name').execute()).map((g) => g.name).sort().reverse();
+  for (const group_name of groups) await db.insertInto('group_members').values({ group_name, user_sub: grouped }).execute();
+});
+
+const lookupOn = onPostgres ? test.each : test.skip.each;
+
+lookupOn([
   ['by issuer, one resource, a user with an aud_sub', 'https://auth.todo.example', ['https://mcp.todo.example/mcp'], 'demo-agent', 'alice'],
   ['by alias, a user without one', 'urn:example:todo', ['https://mcp.todo.example/mcp'], 'demo-agent', 'bob'],
   ['audience only', 'https://auth.todo.example', [], 'demo-agent', 'alice'],
   ['several resources, one unknown', 'https://auth.todo.example', ['https://mcp.todo.example/mcp', 'https://nowhere.example/mcp'], 'demo-agent', 'alice'],
   ['a client with no rule there', 'https://auth.todo.example', ['https://mcp.todo.example/mcp'], 'idjag-admin-cli', 'alice'],
   ['an unknown audience', 'https://unknown.example', ['https://mcp.todo.example/mcp'], 'demo-agent', 'alice'],
-])('%s: the same answers as the separate reads', async (_name, audience, resources, clientId, user) => {
-  const q = { audience, resources, clientId, sub: user === 'alice' ? alice : bob };
-  const [one, four] = await Promise.all([lookupTarget(idjag.database.db, q), separately(q)]);
-  expect({ ...one, rules: byId(one.rules), mcpServers: byId(one.mcpServers) }).toEqual({ ...four, rules: byId(four.rules), mcpServers: byId(four.mcpServers) });
+  ['an unknown user', 'https://auth.todo.example', ['https://mcp.todo.example/mcp'], 'demo-agent', 'nobody'],
+  ['a disabled user in every group', 'https://auth.todo.example', ['https://mcp.todo.example/mcp'], 'demo-agent', 'grouped'],
+] as const)('%s: the same answers as the separate reads', async (_name, audience, resources, clientId, user) => {
+  const q = { audience, resources: [...resources], clientId, sub: SUBS[user]() };
+  const [one, apart] = await Promise.all([lookupExchange(idjag.database.db, q), separately(q)]);
+  expect({ ...one, rules: byId(one.rules), mcpServers: byId(one.mcpServers) }).toEqual({ ...apart, rules: byId(apart.rules), mcpServers: byId(apart.mcpServers) });
   if (audience === 'https://auth.todo.example' && clientId === 'demo-agent') expect(one.rules.map((r) => r.id)).toContain('engineering-todo-disabled');
   if (user === 'alice' && audience !== 'https://unknown.example') expect(one.audSub).toBe('alice@todo');
+  if (user === 'nobody') expect(one.member).toBeUndefined();
+  if (user === 'grouped') expect(one.member!.groups.length).toBeGreaterThan(1);
 });

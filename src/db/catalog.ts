@@ -1,6 +1,8 @@
 import type { McpServerFacts, Rule, Subjects } from '../policy/index.ts';
+import { sql, type Expression, type Kysely } from 'kysely';
 import type { DB, Schema } from './index.ts';
-import { prepared } from './prepared.ts';
+import { prepared, type Param } from './prepared.ts';
+import { memberOf, memberQuery, type Member, type MemberRow } from './users.ts';
 import type { McpServersTable, PolicyRulesTable, ResourceServersTable } from './schema.ts';
 
 /** The identity claims an admin may release to a Resource AS, with the OpenID Connect meaning of each. */
@@ -101,8 +103,11 @@ export async function findMcpServers(db: DB, resources: readonly string[]): Prom
   const rows: McpRow[] = resources.length === 1
     ? await mcpServerByResource(db, { resource: resources[0]! })
     : await db.selectFrom('mcp_servers').select(MCP_COLUMNS).where('resource', 'in', [...resources]).execute();
-  return rows.map((r) => ({ id: r.id, resource: r.resource, resourceServerId: r.resource_server_id, scopes: JSON.parse(r.scopes) as string[], enabled: Boolean(r.enabled) }));
+  return rows.map(toMcpServer);
 }
+
+const toMcpServer = (r: McpRow): McpServerRecord =>
+  ({ id: r.id, resource: r.resource, resourceServerId: r.resource_server_id, scopes: JSON.parse(r.scopes) as string[], enabled: Boolean(r.enabled) });
 
 /** A stored rule as the policy engine reads it. */
 export function toRule(row: PolicyRulesTable): Rule {
@@ -150,7 +155,7 @@ type TargetRow = ResourceServerRow & { aud_sub: string | null } & { [K in (typeo
  * The Resource AS an audience names, this client's candidate rules for it and the user's `aud_sub` there, in one
  * statement: on the token endpoint's path each read is a round trip to PostgreSQL. Prepared once.
  */
-const targetByAudience = prepared<Schema, { audience: string; clientId: string; sub: string }, TargetRow>((db, p) =>
+const targetQuery = (db: Kysely<Schema>, p: Param) =>
   db.selectFrom('resource_servers as rs')
     .leftJoin('policy_rules as r', (join) => join.onRef('r.resource_server_id', '=', 'rs.id').on('r.client_id', '=', p('clientId')))
     .select(RS_COLUMNS.map((c) => `rs.${c}` as const))
@@ -160,9 +165,9 @@ const targetByAudience = prepared<Schema, { audience: string; clientId: string; 
     .where((eb) => eb.or([
       eb('rs.issuer', '=', p('audience')),
       eb('rs.id', '=', eb.selectFrom('resource_server_aliases').select('resource_server_id').where('alias', '=', p('audience'))),
-    ])));
+    ]));
 
-/** What a token exchange reads of the catalog, at once (src/exchange/pipeline.ts, `Catalog.lookup`). */
+/** What a token exchange reads of the catalog, at once (src/exchange/pipeline.ts, `ExchangePorts.lookup`). */
 export interface TargetLookup {
   resourceServer: ResourceServerFacts | undefined;
   mcpServers: McpServerRecord[];
@@ -175,12 +180,8 @@ export interface TargetLookup {
 const ruleOf = (row: TargetRow): PolicyRulesTable =>
   Object.fromEntries(RULE_COLUMNS.map((c) => [c, row[`r_${c}`]])) as unknown as PolicyRulesTable;
 
-/** The same answers as findResourceServer, findMcpServers, rulesFor and findAudienceSubject, in two statements. */
-export async function lookupTarget(db: DB, q: { audience: string; resources: readonly string[]; clientId: string; sub: string }): Promise<TargetLookup> {
-  const [rows, mcpServers] = await Promise.all([
-    targetByAudience(db, { audience: q.audience, clientId: q.clientId, sub: q.sub }),
-    findMcpServers(db, q.resources),
-  ]);
+/** The target those rows describe (the Resource AS with the client's rules there and the user's aud_sub), with its MCP servers. */
+function targetOf(rows: readonly TargetRow[], mcpServers: McpServerRecord[]): TargetLookup {
   const first = rows[0];
   if (!first) return { resourceServer: undefined, mcpServers, rules: [], audSub: undefined };
   // should an issuer and an alias name two Resource ASes, the first found is the one, as findResourceServer has it
@@ -191,6 +192,37 @@ export async function lookupTarget(db: DB, q: { audience: string; resources: rea
     rules: mine.filter((r) => r.r_id !== null).map((r) => toRule(ruleOf(r))),
     audSub: first.aud_sub ?? undefined,
   };
+}
+
+/** Everything an exchange reads once it knows the user: who they are now, and the target of the request. */
+export interface ExchangeLookup extends TargetLookup {
+  /** the user and their groups; undefined: no such user */
+  member: Member | undefined;
+}
+
+/** A statement's rows as one JSON array (PostgreSQL), so that several row sets come back in one row. */
+const rowsAsJson = (rows: Expression<unknown>, orderBy?: string) =>
+  sql`(select coalesce(json_agg(t${orderBy === undefined ? sql`` : sql` order by t.${sql.ref(orderBy)}`}), '[]'::json) from (${rows}) as t)`;
+
+const exchangeReads = prepared<Schema, { sub: string; audience: string; clientId: string; resources: string[] },
+  { member: MemberRow[]; target: TargetRow[]; mcp: McpRow[] }>((db, p) => db.selectNoFrom([
+    rowsAsJson(memberQuery(db, p), 'group_name').as('member'),
+    rowsAsJson(targetQuery(db, p)).as('target'),
+    rowsAsJson(db.selectFrom('mcp_servers').select(MCP_COLUMNS).where('resource', '=', sql<string>`any(${p<string[]>('resources')})`)).as('mcp'),
+  ]));
+
+/**
+ * PostgreSQL only (every statement there is a round trip, the costliest part of an exchange): the user with
+ * their groups, the Resource AS by issuer or alias with the client's candidate rules there (disabled ones too)
+ * and the user's aud_sub, and the MCP servers of the resources, in one statement, each part as JSON rows. The
+ * same answers as findMemberBySub, findResourceServer, rulesFor, findAudienceSubject and findMcpServers (held
+ * to it by test/catalog-lookup.test.ts). On SQLite, where a read costs microseconds, those single-table
+ * statements are cheaper than this join.
+ */
+export async function lookupExchange(db: DB, q: { sub: string; audience: string; resources: readonly string[]; clientId: string }): Promise<ExchangeLookup> {
+  const [row] = await exchangeReads(db, { sub: q.sub, audience: q.audience, clientId: q.clientId, resources: [...q.resources] });
+  if (!row) throw new Error('the exchange lookup returned no row');
+  return { member: memberOf(row.member), ...targetOf(row.target, row.mcp.map(toMcpServer)) };
 }
 
 /**

@@ -1,5 +1,6 @@
 import { onPostgres, type DB, type Schema } from './index.ts';
-import { prepared } from './prepared.ts';
+import type { Kysely } from 'kysely';
+import { prepared, type Param } from './prepared.ts';
 import type { UsersTable } from './schema.ts';
 
 /**
@@ -25,10 +26,24 @@ export interface Member {
   groups: string[];
 }
 
-const memberBySub = prepared<Schema, { sub: string }, User & { group_name: string | null }>((db, p) => db.selectFrom('users')
+/** The user with each of their groups, a row per group (one row, group_name null, for a user in none). */
+export type MemberRow = User & { group_name: string | null };
+
+/** The user and their groups in one statement, by `p('sub')` (also part of the exchange's single read, src/db/catalog.ts). */
+export const memberQuery = (db: Kysely<Schema>, p: Param) => db.selectFrom('users')
   .leftJoin('group_members', 'group_members.user_sub', 'users.sub')
   .select([...USER.map((c) => `users.${c}` as const), 'group_members.group_name'])
-  .where('users.sub', '=', p('sub')).orderBy('group_members.group_name'));
+  .where('users.sub', '=', p('sub'));
+
+const memberBySub = prepared<Schema, { sub: string }, MemberRow>((db, p) => memberQuery(db, p).orderBy('group_members.group_name'));
+
+/** The member those rows describe, groups in the rows' order; undefined for no rows (no such user). */
+export function memberOf(rows: readonly MemberRow[]): Member | undefined {
+  const first = rows[0];
+  if (!first) return undefined;
+  const { group_name: _, ...user } = first;
+  return { user, groups: rows.flatMap((r) => (r.group_name === null ? [] : [r.group_name])) };
+}
 
 /** One round trip on PostgreSQL; on SQLite the two single-table reads are cheaper than the join (~13 µs against ~20). */
 export async function findMemberBySub(db: DB, sub: string): Promise<Member | undefined> {
@@ -36,11 +51,7 @@ export async function findMemberBySub(db: DB, sub: string): Promise<Member | und
     const user = await findUserBySub(db, sub);
     return user && { user, groups: await groupsOf(db, sub) };
   }
-  const rows = await memberBySub(db, { sub });
-  const first = rows[0];
-  if (!first) return undefined;
-  const { group_name: _, ...user } = first;
-  return { user, groups: rows.flatMap((r) => (r.group_name === null ? [] : [r.group_name])) };
+  return memberOf(await memberBySub(db, { sub }));
 }
 
 export async function groupsOf(db: DB, sub: string): Promise<string[]> {

@@ -9,6 +9,7 @@ import { NO_PROOF, type ProofSource } from './proof.ts';
 import { parseRequest, type ExchangeInput, type ExchangeRequest, type RequestingClient } from './request.ts';
 import type { Subject, SubjectSource } from './subject.ts';
 import { lookedUp, resolveTarget, type Catalog, type Target } from './target.ts';
+import type { ExchangeLookup, TargetLookup } from '../db/catalog.ts';
 
 /**
  * The token exchange, once: request → subject → target → policy → mint, each step a named check. The
@@ -38,6 +39,12 @@ export interface ExchangePorts {
   catalog: Catalog;
   rules: RuleSource;
   minter: Minter;
+  /**
+   * Everything the exchange reads once it knows who the user is (the member, the target, the client's rules
+   * there, the user's aud_sub), at once: where each read is a round trip (PostgreSQL). The same answers as
+   * `directory`, `catalog` and `rules`, which serve when it is absent.
+   */
+  lookup?(q: { sub: string; audience: string; resources: readonly string[]; clientId: string }): Promise<ExchangeLookup>;
   /** the request's DPoP proof; absent: the request carries none */
   proofs?: ProofSource | undefined;
   issuer: string;
@@ -74,17 +81,18 @@ function denialCheck(d: Deny): { check: string; passed: string[] } {
   }
 }
 
-/** The user check: the subject token's user still exists and is enabled. */
-async function subjectOf(ports: ExchangePorts, checks: CheckList, req: ExchangeRequest, now: number, record: Partial<DecisionFields>): Promise<Subject> {
-  const found = await ports.subjects.identify(req, checks, now);
+/** The user check: the subject token's user still exists and is enabled (and, with `ports.lookup`, the target read with it). */
+async function subjectOf(ports: ExchangePorts, checks: CheckList, req: ExchangeRequest, now: number, record: Partial<DecisionFields>): Promise<{ subject: Subject; found?: TargetLookup }> {
+  const identified = await ports.subjects.identify(req, checks, now);
   // recorded before the user check, so a refusal of an unknown or disabled user is found by the admin's user filter
-  record.sub = found.sub;
-  const member = await ports.directory.member(found.sub);
-  if (!member) checks.fail('user', 'the subject token\'s user no longer exists', { explanation: `user ${found.sub} does not exist`, reason: 'user_unknown' });
+  record.sub = identified.sub;
+  const read = await ports.lookup?.({ sub: identified.sub, audience: req.audience, resources: req.resources, clientId: req.clientId });
+  const member = read ? read.member : await ports.directory.member(identified.sub);
+  if (!member) checks.fail('user', 'the subject token\'s user no longer exists', { explanation: `user ${identified.sub} does not exist`, reason: 'user_unknown' });
   const { user, groups } = member;
   if (user.disabled) checks.fail('user', 'the subject token\'s user is disabled', { explanation: `user ${user.username} (${user.sub}) is disabled`, reason: 'user_disabled' });
   checks.pass('user', user.username);
-  return { user, groups, ...found.auth };
+  return { subject: { user, groups, ...identified.auth }, ...(read ? { found: read } : {}) };
 }
 
 /**
@@ -173,11 +181,10 @@ export async function runExchange(input: ExchangeInput, ports: ExchangePorts): P
     const jkt = await possessionOf(proofs, checks, input.client, now);
 
     stage('subject');
-    const subject = await subjectOf(ports, checks, req, now, record);
+    const { subject, found } = await subjectOf(ports, checks, req, now, record);
     record.username = subject.user.username;
 
     stage('target');
-    const found = await ports.catalog.lookup?.({ audience: req.audience, resources: req.resources, clientId: req.clientId, sub: subject.user.sub });
     const catalog = found ? lookedUp(found) : ports.catalog;
     const target = await resolveTarget(catalog, checks, req.audience, req.resources);
     warnings = [...warnings, ...lintTarget(req, target)];

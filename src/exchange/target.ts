@@ -14,11 +14,6 @@ export interface Catalog {
   mcpServers(resources: readonly string[]): Promise<McpServerRecord[]>;
   /** the user's subject identifier at the Resource AS (the ID-JAG `aud_sub`), when an admin mapped one */
   audienceSubject(resourceServerId: string, sub: string): Promise<string | undefined>;
-  /**
-   * All an exchange reads of the catalog (and the client's candidate rules), at once: where each read is a round
-   * trip (the database), one lookup instead of four. The same answers as the methods above and RuleSource.
-   */
-  lookup?(q: { audience: string; resources: readonly string[]; clientId: string; sub: string }): Promise<TargetLookup>;
 }
 
 /** A catalog that answers from one lookup's results. */
