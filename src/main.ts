@@ -15,7 +15,7 @@ import { ADMIN_API_PREFIX, ADMIN_UI_PREFIX, createAdmin } from './admin/index.ts
 import { ConfigError, loadConfig, productionIssuerProblem, workerCount, type Config } from './config/index.ts';
 import { clientViewRoutes } from './conformance/client-view.ts';
 import { purgeExpiredProofs } from './db/dpop-proofs.ts';
-import { exclusively, migrateToLatest, now, openDatabase, type Database } from './db/index.ts';
+import { auditFileOf, exclusively, migrateToLatest, now, openDatabase, type Database } from './db/index.ts';
 import { demoParties, type Demo } from './demo/index.ts';
 import { DEMO_AS_CLIENT } from './demo/seeded.ts';
 import { discoveryMetadata, dpopNonces, exchangeRefusals, registerTokenExchange } from './exchange/index.ts';
@@ -328,7 +328,7 @@ function banner(idjag: Idjag, workers: number): string {
     `  jwks        ${idjag.issuer}/jwks`,
     `  health      ${idjag.issuer}/healthz  (liveness)   ${idjag.issuer}/readyz  (readiness)`,
     `  metrics     ${idjag.issuer}/metrics${idjag.config.metricsToken ? '  (Bearer: the metrics token)' : ''}`,
-    `  database    ${idjag.database.location}`,
+    `  database    ${idjag.database.location}${idjag.database.dialect === 'sqlite' && idjag.database.location !== ':memory:' ? `  (audit log: ${auditFileOf(idjag.database.location)})` : ''}`,
     `  workers     ${workers}${workers > 1 ? ' processes on one port (node:cluster; --workers)' : ' process (--workers)'}`,
     `  admin ui    ${idjag.issuer}${ADMIN_UI_PREFIX}  (sign in as a member of the admins group)`,
     `  admin api   ${idjag.issuer}${ADMIN_API_PREFIX}  (Bearer: a client_credentials token with scope admin)`,
