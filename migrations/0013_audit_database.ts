@@ -7,7 +7,7 @@ import { sql, SqliteAdapter, type Kysely } from 'kysely';
  * connection commits to that file, so with the audit rows in the main file each worker re-read the users,
  * clients and rules from disk on nearly every exchange; the main file now changes only when the directory,
  * the policy or a sign-in does. Queries keep naming these tables unqualified (SQLite looks in every attached
- * file), so no query changes, and PostgreSQL, which has no such cache, keeps them where they are.
+ * file), so no query changes; PostgreSQL, whose buffer cache all connections share, keeps them where they are.
  *
  * Each table is recreated in `audit` from its own definition, its rows copied and its indexes recreated there
  * (one transaction, on that file alone), then the original dropped (a second one): SQLite makes a transaction
