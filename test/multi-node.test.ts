@@ -276,7 +276,11 @@ async function loginAttempt(base: string, username: string, password: string): P
       }
     };
     const clients = Array.from({ length: 8 }, (_, i) => loop(targets[i % 2]!.url));
-    await new Promise((resolve) => setTimeout(resolve, 800));
+    // killed under load: once the new node has answered (its first exchanges, cold, may take a while on a busy
+    // machine), and a moment more
+    const deadline = Date.now() + 10_000;
+    while (fromVictim === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+    await new Promise((resolve) => setTimeout(resolve, 500));
     victim.process.kill('SIGKILL');
     await victim.exited;
     await new Promise((resolve) => setTimeout(resolve, 300));

@@ -153,7 +153,7 @@ type TargetRow = ResourceServerRow & { aud_sub: string | null } & { [K in (typeo
 
 /**
  * The Resource AS an audience names, this client's candidate rules for it and the user's `aud_sub` there, in one
- * statement: on the token endpoint's path each read is a round trip to PostgreSQL. Prepared once.
+ * statement (part of `lookupExchange` below): on the token endpoint's path each read is a round trip to PostgreSQL.
  */
 const targetQuery = (db: Kysely<Schema>, p: Param) =>
   db.selectFrom('resource_servers as rs')
