@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { uuidv7 } from './audit/index.ts';
 import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -228,7 +228,7 @@ function requestLog(log: Logger) {
   return async (ctx: Context, next: Next) => {
     const started = performance.now();
     const incoming = ctx.get('x-request-id');
-    const id = /^[A-Za-z0-9._-]{1,100}$/.test(incoming) ? incoming : randomUUID();
+    const id = /^[A-Za-z0-9._-]{1,100}$/.test(incoming) ? incoming : (ctx.state.auditId = uuidv7());
     ctx.state.requestId = id;
     ctx.set('X-Request-Id', id);
     try {

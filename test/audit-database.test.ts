@@ -58,7 +58,7 @@ sqliteOnly('the audit database (SQLite)', () => {
     try {
       await migrateToLatest(database.db);
       expect(existsSync(auditFileOf(scratch.location))).toBe(true);
-      expect(tablesIn(database.sqlite, AUDIT_SCHEMA)).toEqual([...AUDIT_TABLES].sort());
+      expect(tablesIn(database.sqlite, AUDIT_SCHEMA)).toEqual([...AUDIT_TABLES, 'audit_values'].sort());
       expect(tablesIn(database.sqlite, 'main')).not.toEqual(expect.arrayContaining(['audit_log']));
       for (const t of AUDIT_TABLES) expect(tablesIn(database.sqlite, 'main')).not.toContain(t);
       expect(indexesIn(database.sqlite, AUDIT_SCHEMA)).toEqual(expect.arrayContaining(['audit_by_time', 'audit_by_sub', 'audit_by_decision', 'login_events_by_time', 'dpop_proofs_by_expiry']));
@@ -81,12 +81,12 @@ sqliteOnly('the audit database (SQLite)', () => {
       const indexes = indexesIn(database.sqlite, 'main').filter((i) => /^(audit_|login_events_|dpop_proofs_)/.test(i));
       expect(indexes.length).toBeGreaterThan(5);
 
-      expect((await migrateToLatest(database.db)).applied).toEqual(['0013_audit_database']);
+      expect((await migrateToLatest(database.db)).applied).toEqual(['0013_audit_database', '0014_audit_values']);
       expect(rowsOf(database.sqlite, AUDIT_SCHEMA)).toEqual(was);
       expect(indexesIn(database.sqlite, AUDIT_SCHEMA)).toEqual(indexes);
       for (const t of AUDIT_TABLES) expect(tablesIn(database.sqlite, 'main')).not.toContain(t);
 
-      const { error } = await migrator(database).migrateDown();
+      const { error } = await migrator(database).migrateTo('0012_audit_slim_indexes');
       expect(error).toBeUndefined();
       expect(rowsOf(database.sqlite, 'main')).toEqual(was);
       expect(indexesIn(database.sqlite, 'main').filter((i) => /^(audit_|login_events_|dpop_proofs_)/.test(i))).toEqual(indexes);
@@ -105,7 +105,7 @@ sqliteOnly('the audit database (SQLite)', () => {
       database.sqlite.exec(`create table ${AUDIT_SCHEMA}.audit_log as select * from main.audit_log`);
       database.sqlite.exec(`insert into ${AUDIT_SCHEMA}.audit_log (id, at, request_id, decision, reason, explanation, checks) values ('stray', 1, 'r', 'error', 'x', '', '[]')`);
 
-      expect((await migrateToLatest(database.db)).applied).toEqual(['0013_audit_database']);
+      expect((await migrateToLatest(database.db)).applied).toEqual(['0013_audit_database', '0014_audit_values']);
       expect(rowsOf(database.sqlite, AUDIT_SCHEMA)).toEqual(was);
       expect(indexesIn(database.sqlite, AUDIT_SCHEMA)).toEqual(expect.arrayContaining(['audit_by_time', 'audit_by_sub', 'login_events_by_time', 'dpop_proofs_by_expiry']));
       for (const t of AUDIT_TABLES) expect(tablesIn(database.sqlite, 'main')).not.toContain(t);
@@ -126,7 +126,8 @@ sqliteOnly('the audit database (SQLite)', () => {
       const res = await exchange(idjag.url, alice.tokens.id_token);
       expect(res.status).toBe(200);
       const { jti } = decodeJwt(res.body.access_token);
-      expect(observer.sqlite.prepare(`select decision from ${AUDIT_SCHEMA}.audit_log where jti = ?`).get(jti)).toEqual({ decision: 'issued' });
+      // the row's id is the ID-JAG's jti (src/audit/codec.ts, encodeOwnId)
+      expect(observer.sqlite.prepare(`select decision from ${AUDIT_SCHEMA}.audit_log where id = ?`).get(jti)).toEqual({ decision: 'issued' });
       expect(version(AUDIT_SCHEMA)).not.toBe(auditBefore);
       expect(version('main')).toBe(mainBefore);
     } finally {

@@ -46,8 +46,12 @@ test('alice exchanges her ID Token for an ID-JAG that verifies against the JWKS,
   const row = rows.at(-1)!;
   expect(row).toMatchObject({
     decision: 'issued', reason: 'issued', client_id: 'demo-agent', sub: idToken.sub, username: 'alice',
-    audience: TODO_AS, scopes_granted: 'todos.read todos.write', rule_id: 'engineering-todo', jti: payload.jti, exp: payload.exp,
+    audience: TODO_AS, scopes_granted: 'todos.read todos.write', rule_id: 'engineering-todo', exp: payload.exp,
   });
+  // one identifier names the request, its audit row and the token; the row stores it once, as its id
+  expect(payload.jti).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+  expect(res.headers.get('x-request-id')).toBe(payload.jti);
+  expect(row).toMatchObject({ id: payload.jti, request_id: '', jti: '' });
   expect(JSON.stringify(row)).not.toContain(res.body.access_token);
   expect(JSON.stringify(row)).not.toContain(alice.tokens.id_token);
 });

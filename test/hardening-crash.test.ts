@@ -53,7 +53,8 @@ async function startChild(database: string, port = 0): Promise<Child> {
  * checks its file; PostgreSQL is asked for the rows (its own crash safety is the server's, not idjag's).
  */
 async function inspect(database: string, jtis: string[]): Promise<{ integrity: string[] | undefined; issued: number; missing: string[] }> {
-  const query = "select jti from audit_log where decision = 'issued'";
+  // the jti as the audit codec reads it: an empty jti is the row's own id (src/audit/codec.ts, encodeOwnId)
+  const query = "select coalesce(nullif(jti, ''), id) as jti from audit_log where decision = 'issued'";
   let integrity: string[] | undefined;
   let rows: { jti: string }[];
   if (isPostgresUrl(database)) {

@@ -14,6 +14,7 @@
  * as WHATWG's parser has it, so a valid request may carry any.)
  */
 import fc from 'fast-check';
+import { sql } from 'kysely';
 import { createLocalJWKSet, decodeJwt, decodeProtectedHeader, importJWK, jwtVerify, SignJWT, type JSONWebKeySet, type JWK, type JWTPayload } from 'jose';
 import type { Config } from '../src/config/index.ts';
 import { basic, signIn } from './helpers/browser.ts';
@@ -369,7 +370,7 @@ const hostileArb = fc.tuple(validArb, fc.array(fatalArb, { minLength: 1, maxLeng
 const issuedCount = async () => Number((await idjag.database.db.selectFrom('audit_log').where('decision', '=', 'issued')
   .select((eb) => eb.fn.countAll().as('n')).executeTakeFirstOrThrow()).n);
 const issuedRow = (jti: string) => idjag.database.db.selectFrom('audit_log').select(['client_id', 'audience'])
-  .where('jti', '=', jti).where('decision', '=', 'issued').executeTakeFirst();
+  .where(sql<string>`coalesce(nullif(jti, ''), id)`, '=', jti).where('decision', '=', 'issued').executeTakeFirst();
 const STACK = /(\\n|\n)\s+at\s|node:internal|node_modules\/|\.(ts|js|mjs):\d+:\d+/;
 
 const stats = { valid: 0, hostile: 0, statuses: new Map<number, number>() };

@@ -1,6 +1,7 @@
 import { sql } from 'kysely';
 import { z } from 'zod';
-import { decodeChecks, decodeExplanation, decodeResources, decodeRuleIds, decodeTokenType, decodeTypes, rowFacts, encodeResources, failedCheck, RESOURCES_INDEXED_MAX } from '../audit/codec.ts';
+import { decodeChecks, decodeExplanation, decodeResources, decodeRuleIds, decodeTokenType, decodeTypes, rowFacts, encodeResources, failedCheck, RESOURCES_INDEXED_MAX, withOwnIds } from '../audit/codec.ts';
+import { auditValues } from '../audit/values.ts';
 import type { DB } from '../db/index.ts';
 import { subsOf } from '../db/users.ts';
 import type { AuditDecision, AuditLogTable } from '../db/schema.ts';
@@ -179,13 +180,14 @@ export async function searchAudit(db: DB, p: AuditPage): Promise<{ items: AuditS
   return { items: page.map(toSummary), next_cursor: rows.length > p.limit && last ? encodeCursor(last.at, last.id) : null };
 }
 
-const expandChecks = (r: AuditLogTable): AuditCheck[] => describeChecks(decodeChecks(r.checks, rowFacts(r)));
+const expandChecks = (r: AuditLogTable, values: ReadonlyMap<number, string>): AuditCheck[] => describeChecks(decodeChecks(r.checks, rowFacts(r, values)));
 
 /** One decision with everything it recorded: each check (passed, failed, not reached) and the rules it named. */
 export async function getAuditEntry(db: DB, id: string): Promise<AuditEntry> {
   if (!/^[0-9a-f-]{36}$/.test(id)) throw invalid(['id'], 'not an audit entry id');
-  const r = await db.selectFrom('audit_log').selectAll().where('id', '=', id).executeTakeFirst();
-  if (!r) throw new NotFound('audit entry', id);
+  const stored = await db.selectFrom('audit_log').selectAll().where('id', '=', id).executeTakeFirst();
+  if (!stored) throw new NotFound('audit entry', id);
+  const r = withOwnIds(stored);
   const summary = toSummary(r);
   return {
     ...summary,
@@ -200,7 +202,7 @@ export async function getAuditEntry(db: DB, id: string): Promise<AuditEntry> {
     details_granted: decodeTypes(r.details_granted),
     actor_token_type: decodeTokenType(r.actor_token_type),
     actor_token_hash: r.actor_token_hash,
-    checks: expandChecks(r),
+    checks: expandChecks(r, await auditValues(db)),
     rules: await Promise.all(summary.rule_ids.map(async (ruleId) => ({ id: ruleId, rule: (await findRule(db, ruleId)) ?? null }))),
   };
 }
@@ -208,15 +210,16 @@ export async function getAuditEntry(db: DB, id: string): Promise<AuditEntry> {
 const EXPORT_PAGE = 1000;
 
 /**
- * Every row of the filtered set, newest first, one keyset page at a time. Not a single streaming cursor:
- * with one SQLite connection, an open cursor would hold it for as long as the slowest download, and every
- * token exchange (which writes an audit row) would wait; between pages the connection is free.
+ * Every row of the filtered set, newest first, one keyset page at a time, as they read (their own ids restored),
+ * with the interned values as of that page. Not a single streaming cursor: with one SQLite connection, an
+ * open cursor would hold it for as long as the slowest download, and every token exchange (which writes an
+ * audit row) would wait; between pages the connection is free.
  */
-export async function* auditRows(db: DB, f: AuditFilter, pageSize = EXPORT_PAGE): AsyncGenerator<AuditLogTable> {
+export async function* auditPages(db: DB, f: AuditFilter, pageSize = EXPORT_PAGE): AsyncGenerator<{ rows: AuditLogTable[]; values: ReadonlyMap<number, string> }> {
   let after: { at: number; id: string } | undefined;
   for (;;) {
     const rows = await (await auditQuery(db, f, after)).selectAll().limit(pageSize).execute();
-    yield* rows;
+    if (rows.length) yield { rows: rows.map(withOwnIds), values: await auditValues(db) };
     const last = rows.at(-1);
     if (rows.length < pageSize || !last) return;
     after = { at: last.at, id: last.id };
@@ -237,14 +240,15 @@ export function csvCell(value: unknown): string {
   return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
 }
 
-export function csvLine(r: AuditLogTable): string {
+/** One row of the export, as auditPages gives it. */
+export function csvLine(r: AuditLogTable, values: ReadonlyMap<number, string>): string {
   const { at: time, resources, rule_ids: ruleIds, ...summary } = toSummary(r);
   const cells: Record<(typeof CSV_COLUMNS)[number], unknown> = {
     ...summary,
     time,
     resources: resources?.join(' '),
     rule_ids: ruleIds.join(' '),
-    failed_check: failedCheck(decodeChecks(r.checks, rowFacts(r))),
+    failed_check: failedCheck(decodeChecks(r.checks, rowFacts(r, values))),
     jti: r.jti,
     subject_token_type: decodeTokenType(r.subject_token_type),
     ip: r.ip,
@@ -254,7 +258,7 @@ export function csvLine(r: AuditLogTable): string {
   return `${CSV_COLUMNS.map((c) => csvCell(cells[c])).join(',')}\r\n`;
 }
 
-export function jsonLine(r: AuditLogTable): string {
+export function jsonLine(r: AuditLogTable, values: ReadonlyMap<number, string>): string {
   return `${JSON.stringify({
     ...r,
     time: new Date(r.at).toISOString(),
@@ -263,7 +267,7 @@ export function jsonLine(r: AuditLogTable): string {
     actor_token_type: decodeTokenType(r.actor_token_type),
     resources: list(r.resources),
     rule_ids: decodeRuleIds(r.rule_id),
-    checks: decodeChecks(r.checks, rowFacts(r)),
+    checks: decodeChecks(r.checks, rowFacts(r, values)),
     details_requested: decodeTypes(r.details_requested),
     details_granted: decodeTypes(r.details_granted),
   })}\n`;
@@ -272,14 +276,7 @@ export function jsonLine(r: AuditLogTable): string {
 /** The export as text chunks (one per page), for a streamed HTTP body. */
 export async function* exportAudit(db: DB, f: AuditFilter, format: 'csv' | 'jsonl'): AsyncGenerator<string> {
   if (format === 'csv') yield `${CSV_COLUMNS.join(',')}\r\n`;
-  let chunk = '';
-  let n = 0;
-  for await (const row of auditRows(db, f)) {
-    chunk += format === 'csv' ? csvLine(row) : jsonLine(row);
-    if (++n % EXPORT_PAGE === 0) {
-      yield chunk;
-      chunk = '';
-    }
+  for await (const { rows, values } of auditPages(db, f)) {
+    yield rows.map((row) => (format === 'csv' ? csvLine(row, values) : jsonLine(row, values))).join('');
   }
-  if (chunk) yield chunk;
 }

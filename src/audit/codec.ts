@@ -4,7 +4,7 @@
  * that the row does not say already; its section and OAuth error follow from the name
  * (src/exchange/checks.ts), so they are not stored.
  */
-import { WARNINGS } from '../exchange/lint.ts';
+import { WARNING_CODES, WARNINGS } from '../exchange/lint.ts';
 
 export type CheckStatus = 'passed' | 'failed' | 'not_reached';
 
@@ -52,9 +52,23 @@ export interface RowFacts {
   username: string | null;
   explanation: string;
   scopes_granted: string | null;
+  /** as it reads (decodeOwnId) */
   jti: string | null;
   exp: number | null;
+  /** the interned values a check list may name by number (audit_values; src/audit/values.ts) */
+  values?: ReadonlyMap<number, string> | undefined;
 }
+
+/**
+ * The checks whose message, when they pass, repeats across many rows: it is stored once in `audit_values` and
+ * named by its number there. The ID Token's `kid` is one of the IdP's few keys, but 43 characters in every row.
+ * A failed check's message is not interned: it quotes the request, whose values are unbounded.
+ */
+export const INTERNED_CHECKS: ReadonlySet<string> = new Set(['id_token.key']);
+
+/** The messages of a check list that encodeChecks stores as numbers, once audit_values has given them one. */
+export const internable = (checks: readonly CheckRecord[]): string[] =>
+  [...new Set(checks.flatMap((c) => (c.status === 'passed' && INTERNED_CHECKS.has(c.name) && c.message !== undefined && c.explanation === undefined ? [c.message] : [])))];
 
 /** What the ID-JAG's issue check says: the token's id and expiry (src/exchange/mint.ts writes it so). */
 export const issuedDescription = (jti: string, exp: number): string => `jti ${jti}, expires ${new Date(exp * 1000).toISOString()}`;
@@ -95,7 +109,8 @@ function derived(name: string, row: RowFacts | undefined): Said {
  * - `n`: check n passed, and said nothing the row's columns do not say (see `derived`);
  * - `-n-1`: check n was not reached;
  * - `"a-b"`: checks a to b, each as `n`; `"-a-b"`: checks a to b, not reached (runs of three or more);
- * - `[n, status letter, message, explanation]` otherwise, trailing empties left off.
+ * - `[n, status letter, message, explanation]` otherwise, trailing empties left off; a message that is a number
+ *   is the value of that number in `audit_values` (see INTERNED_CHECKS).
  *
  * A name without a code is stored by name (`name`, `-name` or `[name, ...]`), as rows written before codes
  * were; rows of the long form (one object per check) read the same too.
@@ -103,7 +118,7 @@ function derived(name: string, row: RowFacts | undefined): Said {
 const LETTER: Record<CheckStatus, string> = { passed: 'p', failed: 'f', not_reached: 'n' };
 const BY_LETTER: Record<string, CheckStatus> = { p: 'passed', f: 'failed', n: 'not_reached' };
 
-function encodeCheck(c: CheckRecord, row: RowFacts | undefined): number | string | (string | number | null)[] {
+function encodeCheck(c: CheckRecord, row: RowFacts | undefined, interned: ReadonlyMap<string, number> | undefined): number | string | (string | number | null)[] {
   const code = CODE_OF.get(c.name);
   const silent = c.message === undefined && c.explanation === undefined;
   if (code !== undefined) {
@@ -118,7 +133,9 @@ function encodeCheck(c: CheckRecord, row: RowFacts | undefined): number | string
     if (c.status === 'not_reached') return `-${c.name}`;
   }
   const tuple: (string | number | null)[] = [code ?? c.name, LETTER[c.status]];
-  if (!silent) tuple.push(c.message ?? null);
+  const number = c.message === undefined || c.explanation !== undefined ? undefined : interned?.get(c.message);
+  if (number !== undefined) tuple.push(number);
+  else if (!silent) tuple.push(c.message ?? null);
   if (c.explanation !== undefined) tuple.push(c.explanation);
   return tuple;
 }
@@ -148,8 +165,12 @@ function ranged(entries: Entry[]): Entry[] {
 
 const RANGE = /^(-?)(\d+)-(\d+)$/;
 
-/** `row`: the row's columns as stored, so that what they say is not stored again in the list. */
-export const encodeChecks = (checks: readonly CheckRecord[], row?: RowFacts): string => JSON.stringify(ranged(checks.map((c) => encodeCheck(c, row))));
+/**
+ * `row`: the row's columns as stored, so that what they say is not stored again in the list; `interned`: the
+ * numbers audit_values gave the messages of `internable(checks)`.
+ */
+export const encodeChecks = (checks: readonly CheckRecord[], row?: RowFacts, interned?: ReadonlyMap<string, number>): string =>
+  JSON.stringify(ranged(checks.map((c) => encodeCheck(c, row, interned))));
 
 const STATUSES = new Set<string>(['passed', 'failed', 'not_reached']);
 
@@ -173,7 +194,8 @@ function decodeCheck(c: unknown, row: RowFacts | undefined): CheckRecord[] {
     const name = typeof named === 'number' ? CHECK_CODES[named] : named;
     const status = typeof letter === 'string' ? BY_LETTER[letter] : undefined;
     if (typeof name !== 'string' || !status) return [];
-    return [{ name, status, ...(typeof message === 'string' ? { message } : {}), ...(typeof explanation === 'string' ? { explanation } : {}) }];
+    const said = typeof message === 'number' ? row?.values?.get(message) : message;
+    return [{ name, status, ...(typeof said === 'string' ? { message: said } : {}), ...(typeof explanation === 'string' ? { explanation } : {}) }];
   }
   if (!c || typeof c !== 'object') return [];
   // the long form of earlier rows
@@ -205,17 +227,20 @@ export function decodeChecks(stored: string, row?: RowFacts): CheckRecord[] {
   return Array.isArray(raw) ? raw.flatMap((c) => decodeCheck(c, row)) : [];
 }
 
+const WARNING_CODE_OF: ReadonlyMap<string, number> = new Map(WARNING_CODES.map((code, i) => [code, i]));
+
 /**
- * Warnings likewise, against their definitions (src/exchange/lint.ts): `code` when its message and section
- * are the defined ones, `[code, message]` when only its section is, `[code, message, section]` otherwise;
- * rows of the long form (objects) read the same.
+ * Warnings likewise, against their definitions (src/exchange/lint.ts): its number in WARNING_CODES when its
+ * message and section are the defined ones, `[code, message]` when only its section is, `[code, message,
+ * section]` otherwise; rows that named a defined warning by its code, and rows of the long form (objects),
+ * read the same.
  */
 export function encodeWarnings(warnings: readonly WarningRecord[] | undefined): string | null {
   if (!warnings?.length) return null;
   return JSON.stringify(warnings.map((w) => {
     const def = WARNINGS[w.code];
     if (def?.section !== w.section) return [w.code, w.message, w.section];
-    return def.message === w.message ? w.code : [w.code, w.message];
+    return def.message === w.message ? WARNING_CODE_OF.get(w.code) ?? w.code : [w.code, w.message];
   }));
 }
 
@@ -229,7 +254,7 @@ export function decodeWarnings(stored: string | null): WarningRecord[] {
   }
   if (!Array.isArray(raw)) return [];
   return raw.flatMap((w: unknown) => {
-    const [code, message, section] = typeof w === 'string' ? [w] : Array.isArray(w) ? w as unknown[]
+    const [code, message, section] = typeof w === 'string' ? [w] : typeof w === 'number' ? [WARNING_CODES[w]] : Array.isArray(w) ? w as unknown[]
       : w && typeof w === 'object' ? [(w as WarningRecord).code, (w as WarningRecord).message, (w as WarningRecord).section] : [];
     if (typeof code !== 'string') return [];
     const def = WARNINGS[code];
@@ -252,6 +277,18 @@ export function decodeResources(stored: string | null): string[] {
     return [];
   }
 }
+
+/**
+ * The `request_id` and `jti` columns: empty when they are the row's own id. A request whose id idjag generated
+ * gets that id for its audit row, and an ID-JAG issued then carries it as its `jti`, so one identifier names
+ * the request (X-Request-Id), its audit entry and the token, and the row does not store it three times.
+ */
+export const encodeOwnId = <T extends string | null>(value: T, id: string): T => (value === id ? '' : value) as T;
+export const decodeOwnId = <T extends string | null>(stored: T, id: string): T => (stored === '' ? id : stored) as T;
+
+/** A stored row with its `request_id` and `jti` as they read. */
+export const withOwnIds = <R extends { id: string; request_id: string; jti: string | null }>(r: R): R =>
+  ({ ...r, request_id: decodeOwnId(r.request_id, r.id), jti: decodeOwnId(r.jti, r.id) });
 
 /** The `details_requested` and `details_granted` columns: RFC 9396 types as a JSON list, each bounded; null when none. */
 export const encodeTypes = (types: readonly string[] | undefined): string | null =>
@@ -305,10 +342,10 @@ export function encodeExplanation(explanation: string, row: ExplainedBy): string
   return explanation.startsWith('=') ? `=${explanation}` : explanation;
 }
 
-/** A stored row's facts for decodeChecks: its columns as they read. */
-export const rowFacts = (r: RowFacts & { rule_id: string | null }): RowFacts => ({
-  audience: r.audience, resources: r.resources, username: r.username, scopes_granted: r.scopes_granted, jti: r.jti, exp: r.exp,
-  explanation: decodeExplanation(r),
+/** A stored row's facts for decodeChecks: its columns as they read, and the interned values (src/audit/values.ts). */
+export const rowFacts = (r: Omit<RowFacts, 'values'> & { id: string; rule_id: string | null }, values?: ReadonlyMap<number, string>): RowFacts => ({
+  audience: r.audience, resources: r.resources, username: r.username, scopes_granted: r.scopes_granted, jti: decodeOwnId(r.jti, r.id), exp: r.exp,
+  explanation: decodeExplanation(r), values,
 });
 
 export function decodeExplanation(row: AuditRowText): string {

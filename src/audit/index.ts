@@ -2,9 +2,11 @@ import { randomBytes } from 'node:crypto';
 import { onPostgres, type DB, type Schema } from '../db/index.ts';
 import { prepared } from '../db/prepared.ts';
 import type { AuditDecision, AuditLogTable } from '../db/schema.ts';
-import { encodeChecks, encodeExplanation, encodeResources, encodeRuleIds, encodeTokenType, encodeTypes, encodeWarnings, text, type CheckRecord, type WarningRecord } from './codec.ts';
+import { encodeChecks, encodeExplanation, encodeOwnId, encodeResources, encodeRuleIds, encodeTokenType, encodeTypes, encodeWarnings, internable, text, type CheckRecord, type WarningRecord } from './codec.ts';
+import { internValues } from './values.ts';
 
 export * from './codec.ts';
+export { auditValues } from './values.ts';
 
 /**
  * UUIDv7 (RFC 9562 §5.7): 48 bits of milliseconds, then random bits. Ids sort by time, so (at, id) is a
@@ -20,6 +22,8 @@ export function uuidv7(ms = Date.now()): string {
 }
 
 export interface DecisionRecord {
+  /** the row's id, when the request was given one beforehand (the id idjag generated for it, the ID-JAG's jti) */
+  id?: string | undefined;
   requestId: string;
   decision: AuditDecision;
   reason: string;
@@ -65,11 +69,11 @@ const insertDecision = prepared<Schema, AuditLogTable, never>((db, p) =>
  * bounded (codec.ts); tokens are never passed in here.
  */
 export async function recordOutcome(db: DB, r: DecisionRecord, at = Date.now()): Promise<string> {
-  const id = uuidv7(at);
+  const id = r.id ?? uuidv7(at);
   const row: AuditLogTable = {
     id,
     at,
-    request_id: r.requestId,
+    request_id: encodeOwnId(r.requestId, id),
     decision: r.decision,
     reason: r.reason,
     explanation: r.explanation.slice(0, 4096),
@@ -82,7 +86,7 @@ export async function recordOutcome(db: DB, r: DecisionRecord, at = Date.now()):
     scopes_requested: r.scopesRequested?.length ? r.scopesRequested.join(' ').slice(0, 2048) : null,
     scopes_granted: r.scopesGranted?.length ? r.scopesGranted.join(' ') : null,
     rule_id: encodeRuleIds(r.ruleIds),
-    jti: r.jti ?? null,
+    jti: encodeOwnId(r.jti ?? null, id),
     exp: r.exp ?? null,
     subject_token_type: encodeTokenType(r.subjectTokenType),
     ip: text(r.ip, 64),
@@ -96,7 +100,7 @@ export async function recordOutcome(db: DB, r: DecisionRecord, at = Date.now()):
     actor_token_hash: r.actorTokenHash ?? null,
   };
   // after the columns they refer to, as those are stored (bounded)
-  row.checks = encodeChecks(r.checks, row);
+  row.checks = encodeChecks(r.checks, { ...row, jti: r.jti ?? null }, await internValues(db, internable(r.checks)));
   row.explanation = encodeExplanation(row.explanation, row);
   await commitsOf(db).write(row);
   return id;

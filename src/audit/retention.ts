@@ -2,7 +2,8 @@ import { appendFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setImmediate as yieldToRequests } from 'node:timers/promises';
 import type { DB } from '../db/index.ts';
-import { decodeChecks, decodeExplanation, decodeResources, decodeRuleIds, decodeTokenType, decodeWarnings, rowFacts } from './codec.ts';
+import { decodeChecks, decodeExplanation, decodeOwnId, decodeResources, decodeRuleIds, decodeTokenType, decodeWarnings, rowFacts } from './codec.ts';
+import { auditValues } from './values.ts';
 
 /**
  * Retention of the two logs: token-exchange decisions (`audit_log`) and sign-in attempts (`login_events`)
@@ -25,21 +26,24 @@ export const RETENTION_BATCH = 1000;
 const DAY_MS = 24 * 3600 * 1000;
 
 /** One archived decision: the row as the admin's JSON export writes it. */
-function archivedDecision(r: Record<string, unknown>): string {
+function archivedDecision(r: Record<string, unknown>, values: ReadonlyMap<number, string>): string {
+  const id = r.id as string;
   return JSON.stringify({
     ...r,
+    request_id: decodeOwnId(r.request_id as string, id),
+    jti: decodeOwnId(r.jti as string | null, id),
     time: new Date(r.at as number).toISOString(),
     subject_token_type: decodeTokenType(r.subject_token_type as string | null),
     actor_token_type: decodeTokenType(r.actor_token_type as string | null),
     resources: decodeResources(r.resources as string | null),
     rule_ids: decodeRuleIds(r.rule_id as string | null),
     explanation: decodeExplanation(r as unknown as Parameters<typeof decodeExplanation>[0]),
-    checks: decodeChecks(r.checks as string, rowFacts(r as unknown as Parameters<typeof rowFacts>[0])),
+    checks: decodeChecks(r.checks as string, rowFacts(r as unknown as Parameters<typeof rowFacts>[0], values)),
     warnings: decodeWarnings(r.warnings as string | null),
   });
 }
 
-const archivedLogin = (r: Record<string, unknown>): string => JSON.stringify({ ...r, time: new Date(r.at as number).toISOString() });
+const archivedLogin = (r: Record<string, unknown>, _values: ReadonlyMap<number, string>): string => JSON.stringify({ ...r, time: new Date(r.at as number).toISOString() });
 
 const LOGS = [
   { table: 'audit_log', file: 'audit', line: archivedDecision },
@@ -48,11 +52,12 @@ const LOGS = [
 
 type Log = (typeof LOGS)[number];
 
-async function archive(dir: string, log: Log, rows: Record<string, unknown>[]): Promise<void> {
+async function archive(db: DB, dir: string, log: Log, rows: Record<string, unknown>[]): Promise<void> {
+  const values = log.table === 'audit_log' ? await auditValues(db) : new Map<number, string>();
   const byDay = new Map<string, string[]>();
   for (const r of rows) {
     const day = new Date(r.at as number).toISOString().slice(0, 10);
-    byDay.set(day, [...(byDay.get(day) ?? []), log.line(r)]);
+    byDay.set(day, [...(byDay.get(day) ?? []), log.line(r, values)]);
   }
   await mkdir(dir, { recursive: true });
   for (const [day, lines] of byDay) await appendFile(join(dir, `${log.file}-${day}.jsonl`), `${lines.join('\n')}\n`, { mode: 0o600 });
@@ -71,7 +76,7 @@ async function sweep(db: DB, log: Log, s: RetentionSettings, cutoff: number): Pr
     const rows = await db.selectFrom(log.table).selectAll().where('at', '<', cutoff).orderBy('at').orderBy('id').limit(batch).execute() as Record<string, unknown>[];
     if (rows.length === 0) break;
     if (s.archiveDir) {
-      await archive(s.archiveDir, log, rows);
+      await archive(db, s.archiveDir, log, rows);
       archived += rows.length;
     }
     const res = await db.deleteFrom(log.table).where('id', 'in', rows.map((r) => r.id as string)).executeTakeFirst();

@@ -3,7 +3,8 @@ import type { Context } from 'koa';
 import { findClientRow } from '../db/clients.ts';
 import type { DB } from '../db/index.ts';
 import type { AuditLogTable } from '../db/schema.ts';
-import { decodeChecks, decodeResources, decodeTokenType, decodeTypes, rowFacts, decodeWarnings, failedCheck } from '../audit/codec.ts';
+import { decodeChecks, decodeOwnId, decodeResources, decodeTokenType, decodeTypes, rowFacts, decodeWarnings, failedCheck } from '../audit/codec.ts';
+import { auditValues } from '../audit/values.ts';
 import { describeChecks } from '../exchange/checks.ts';
 import type { ClientAuthGate } from '../oidc/client-auth.ts';
 import { VerifiedSecretCache, verifyAgainstNothing } from '../oidc/secrets.ts';
@@ -76,8 +77,8 @@ type AttemptRow = Pick<AuditLogTable, (typeof ATTEMPT_COLUMNS)[number]>;
  * What a client may see of its own attempts: the checks and their client-facing messages, the warnings.
  * Not the admin's explanations, rule ids or anything else that would disclose policy (draft §9.4).
  */
-function toAttempt(row: AttemptRow): Attempt {
-  const checks = describeChecks(decodeChecks(row.checks, rowFacts(row))).map((c) => ({
+function toAttempt(row: AttemptRow, values: ReadonlyMap<number, string>): Attempt {
+  const checks = describeChecks(decodeChecks(row.checks, rowFacts(row, values))).map((c) => ({
     name: c.name, status: c.status, section: c.section ?? '', ...(c.message === undefined ? {} : { message: c.message }),
   }));
   const failedName = failedCheck(checks);
@@ -99,7 +100,7 @@ function toAttempt(row: AttemptRow): Attempt {
     authorization_details_granted: decodeTypes(row.details_granted),
     actor_token_type: decodeTokenType(row.actor_token_type),
     actor_token_hash: row.actor_token_hash,
-    jti: row.jti,
+    jti: decodeOwnId(row.jti, row.id),
     checks,
     warnings: decodeWarnings(row.warnings),
   };
@@ -109,7 +110,8 @@ export async function recentAttempts(db: DB, clientId: string, limit = DEFAULT_L
   const rows = await db.selectFrom('audit_log')
     .select(ATTEMPT_COLUMNS)
     .where('client_id', '=', clientId).orderBy('at', 'desc').orderBy('id', 'desc').limit(limit).execute();
-  return rows.map(toAttempt);
+  const values = await auditValues(db);
+  return rows.map((row) => toAttempt(row, values));
 }
 
 const wantsJson = (ctx: Context) => ctx.query.format === 'json' || ctx.accepts('html', 'json') === 'json';

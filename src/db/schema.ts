@@ -145,6 +145,7 @@ export interface AuditLogTable {
   id: string;
   /** epoch milliseconds */
   at: number;
+  /** empty: the row's own id (src/audit/codec.ts, encodeOwnId) */
   request_id: string;
   decision: AuditDecision;
   reason: string;
@@ -159,6 +160,7 @@ export interface AuditLogTable {
   scopes_requested: string | null;
   scopes_granted: string | null;
   rule_id: string | null;
+  /** empty: the row's own id (src/audit/codec.ts, encodeOwnId) */
   jti: string | null;
   exp: number | null;
   subject_token_type: string | null;
@@ -177,6 +179,12 @@ export interface AuditLogTable {
   actor_token_type: string | null;
   /** the actor token's SHA-256, base64url: it identifies the token without storing it */
   actor_token_hash: string | null;
+}
+
+/** Strings that repeat across audit rows, stored once; the rows name them by `n` (src/audit/values.ts). */
+export interface AuditValuesTable {
+  n: Generated<number>;
+  value: string;
 }
 
 /** ID-JAG `jti`s the demo Resource AS has accepted, kept until `exp` (epoch seconds) against replay. */
@@ -258,6 +266,7 @@ export interface Schema {
   mcp_servers: McpServersTable;
   policy_rules: PolicyRulesTable;
   audit_log: AuditLogTable;
+  audit_values: AuditValuesTable;
   users: UsersTable;
   groups: GroupsTable;
   group_members: GroupMembersTable;

@@ -1,11 +1,11 @@
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import type { Logger } from 'pino';
-import type { DecisionRecord } from '../audit/index.ts';
+import { uuidv7, type DecisionRecord } from '../audit/index.ts';
 import { firstUseOfProof } from '../db/dpop-proofs.ts';
 import { now, type DB } from '../db/index.ts';
 import { activeKey, type KeySet } from '../oidc/keys.ts';
 import { OAuthError } from '../web/errors.ts';
-import { exchangeState } from '../web/state.ts';
+import { exchangeState, takeAuditId } from '../web/state.ts';
 import { basicCredentials } from '../web/basic-auth.ts';
 import { describeFailure, type ErrorDetail } from './checks.ts';
 import { signingMinter } from './mint.ts';
@@ -48,6 +48,7 @@ export function recordBase(ctx: KoaContextWithOIDC): RecordBase {
   const clientId = ctx.oidc?.client?.clientId ?? (typeof params.client_id === 'string' ? params.client_id : undefined) ?? basicCredentials(ctx.get('authorization'))?.id;
   const facts = requestFacts(params, clientId);
   return {
+    id: takeAuditId(ctx, uuidv7),
     requestId: ctx.state.requestId ?? '',
     clientId: facts.clientId,
     subjectTokenType: facts.subjectTokenType,
@@ -105,11 +106,12 @@ export function tokenExchangeHandler(deps: ExchangeDeps) {
     const state = exchangeState(ctx);
     state.handled = true;
     const keys = deps.keys();
+    const base = recordBase(ctx);
     const stages = stageClock(deps.observe);
     const result = await runExchange(inputOf(ctx), {
       ...stores,
       subjects: tokenSubjects({ issuer: deps.issuer, keys, provider: ctx.oidc.provider }),
-      minter: signingMinter(() => activeKey(keys, 'id_jag')),
+      minter: signingMinter(() => activeKey(keys, 'id_jag'), base.id),
       proofs: headerProof({ headers: ctx.req.headersDistinct.dpop, htu, replays, nonces: deps.dpopNonces }),
       issuer: deps.issuer,
       tenant: deps.tenant,
@@ -121,7 +123,7 @@ export function tokenExchangeHandler(deps: ExchangeDeps) {
     // The audit row is written before the response; if it cannot be written, no token and no decision leave.
     stages.begin('audit');
     try {
-      await auditDecision(deps, { ...recordBase(ctx), ...result.record, durationMs: performance.now() - state.started }, registeredClient(ctx.oidc), state.started);
+      await auditDecision(deps, { ...base, ...result.record, durationMs: performance.now() - state.started }, registeredClient(ctx.oidc), state.started);
       state.audited = true;
     } catch (err) {
       deps.log.error({ err }, 'audit write failed');

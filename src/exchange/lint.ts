@@ -36,6 +36,14 @@ export const WARNINGS: Readonly<Record<string, { section: string; message?: stri
   no_email_or_aud_sub: { section: 'draft-ietf-oauth-identity-assertion-authz-grant §3 (email, aud_sub: at least one RECOMMENDED)' },
 };
 
+/**
+ * Each warning's number in the stored form: its index here. Append only, as the check codes: a stored row
+ * names its warnings by these numbers, so a code is never removed or moved.
+ */
+export const WARNING_CODES: readonly string[] = [
+  'resource_omitted', 'several_resources', 'client_secret_post', 'scope_omitted', 'audience_alias', 'scope_not_defined', 'no_email_or_aud_sub',
+];
+
 /** A warning as defined above; `message` only for those whose message varies. */
 function w(code: keyof typeof WARNINGS, message?: string): Warning {
   const def = WARNINGS[code]!;

@@ -1,6 +1,6 @@
-import { randomBytes } from 'node:crypto';
 import { importJWK, SignJWT } from 'jose';
 import { issuedDescription } from '../audit/codec.ts';
+import { uuidv7 } from '../audit/index.ts';
 import type { SigningKey } from '../oidc/keys.ts';
 import type { Allow } from '../policy/index.ts';
 import type { AuthorizationDetail } from './details.ts';
@@ -80,10 +80,13 @@ export interface Minter {
   describe(minted: Minted): string;
 }
 
-/** Signs with the IdP's active ID-JAG key (looked up per call: a rotation takes effect at once). */
-export function signingMinter(key: () => SigningKey): Minter {
+/**
+ * Signs with the IdP's active ID-JAG key (looked up per call: a rotation takes effect at once). `jti`: the
+ * token's id, when the request has one for it (its audit row's id); a fresh UUIDv7 otherwise.
+ */
+export function signingMinter(key: () => SigningKey, jti?: string): Minter {
   return {
-    mint: (claims, lifetime, now) => mintIdJag(key(), claims, lifetime, now),
+    mint: (claims, lifetime, now) => mintIdJag(key(), claims, lifetime, now, jti),
     describe: (m) => issuedDescription(m.jti, m.exp),
   };
 }
@@ -96,14 +99,16 @@ export const previewMinter: Minter = {
 
 const signingKeys = new Map<string, ReturnType<typeof importJWK>>();
 
-/** Signs an ID-JAG (draft §3) with the IdP's active ID-JAG key: `typ` oauth-id-jag+jwt, `kid` of that key. */
-export async function mintIdJag(key: SigningKey, claims: IdJagClaims, lifetime: number, now: number): Promise<Minted & { jwt: string }> {
+/**
+ * Signs an ID-JAG (draft §3) with the IdP's active ID-JAG key: `typ` oauth-id-jag+jwt, `kid` of that key. The
+ * `jti` is a UUIDv7 (RFC 9562 §5.7: 74 random bits besides the time, which `iat` tells anyway).
+ */
+export async function mintIdJag(key: SigningKey, claims: IdJagClaims, lifetime: number, now: number, jti = uuidv7()): Promise<Minted & { jwt: string }> {
   let imported = signingKeys.get(key.kid);
   if (!imported) {
     imported = importJWK(key.privateJwk, key.alg);
     signingKeys.set(key.kid, imported);
   }
-  const jti = randomBytes(18).toString('base64url');
   const exp = now + lifetime;
   const jwt = await new SignJWT({ ...claims })
     .setProtectedHeader({ alg: key.alg, typ: ID_JAG_TYP, kid: key.kid })

@@ -27,13 +27,25 @@ export interface Throttled {
 
 declare module 'koa' {
   interface DefaultState {
-    /** X-Request-Id: the client's, when well-formed, or a fresh UUID (src/main.ts) */
+    /** X-Request-Id: the client's, when well-formed, or a fresh UUIDv7 (src/main.ts) */
     requestId?: string;
+    /**
+     * The request id when idjag generated it: the id of the request's audit row and the `jti` of an ID-JAG it
+     * issues, so one identifier names all three (taken once: takeAuditId).
+     */
+    auditId?: string;
     exchange?: ExchangeState;
     throttled?: Throttled;
     /** the token endpoint's rate limit counted this request already */
     tokenRequestCounted?: boolean;
   }
+}
+
+/** The id for this request's audit row: the request's own, once; any other row of it gets a fresh one. */
+export function takeAuditId(ctx: { state: import('koa').DefaultState }, fresh: () => string): string {
+  const id = ctx.state.auditId ?? fresh();
+  delete ctx.state.auditId;
+  return id;
 }
 
 export const exchangeState = (ctx: { state: import('koa').DefaultState }): ExchangeState =>

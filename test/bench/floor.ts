@@ -10,7 +10,7 @@
  */
 import { parseArgs } from 'node:util';
 import type Provider from 'oidc-provider';
-import { recordOutcome } from '../../src/audit/index.ts';
+import { recordOutcome, uuidv7 } from '../../src/audit/index.ts';
 import { now } from '../../src/db/index.ts';
 import { signingMinter } from '../../src/exchange/mint.ts';
 import { EXCHANGE_STAGES, runExchange, type ExchangeStage } from '../../src/exchange/pipeline.ts';
@@ -83,7 +83,6 @@ const input: ExchangeInput = {
 const ports = {
   ...databasePorts(db),
   subjects: tokenSubjects({ issuer, keys, provider }),
-  minter: signingMinter(() => activeKey(keys, 'id_jag')),
   issuer,
   clock: now,
 };
@@ -101,11 +100,13 @@ async function exchangeOnce(times?: Record<Step, number>): Promise<string> {
     t = performance.now();
     current = next === 'end' ? undefined : next;
   };
-  const result = await runExchange(input, { ...ports, stage: lap });
+  // as the grant does for a request whose id it generated: that id names the request, its audit row and the ID-JAG
+  const id = uuidv7();
+  const result = await runExchange(input, { ...ports, minter: signingMinter(() => activeKey(keys, 'id_jag'), id), stage: lap });
   if (result.outcome.kind !== 'issued') throw new Error(`floor: the exchange was not issued: ${result.record.explanation}`);
   lap('audit');
   await recordOutcome(db, {
-    requestId: 'bench-floor', clientId: input.client.id, subjectTokenType: ID_TOKEN, audience: TODO_AS, resources: [TODO_MCP],
+    id, requestId: id, clientId: input.client.id, subjectTokenType: ID_TOKEN, audience: TODO_AS, resources: [TODO_MCP],
     ip: '127.0.0.1', userAgent: 'bench-floor', ...result.record, durationMs: performance.now() - started,
   });
   lap('end');

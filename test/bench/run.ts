@@ -34,7 +34,8 @@
  * --workers runs the server with that many workers instead of the default (one per core, up to four: what
  * `npm start` runs), for comparisons; the results say which ran. --profile writes V8 CPU profiles of the server
  * (one per worker) and the floor to test-output/profiles/. --audit-rows 0 skips
- * the audit query timing. --soak runs soak.ts instead (mixed traffic; see there).
+ * the audit query timing. --keep leaves the benchmark's database in place (its path is printed), to look at the
+ * rows it wrote. --soak runs soak.ts instead (mixed traffic; see there).
  * Exits 1 only when a run had errors (non-200 responses, socket errors, timeouts); the targets are reported
  * as PASS/MISS, not asserted.
  */
@@ -68,12 +69,13 @@ const { values: flags } = parseArgs({
     'access-users': { type: 'string', default: '100000' },
     profile: { type: 'boolean', default: false },
     workers: { type: 'string' },
+    keep: { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
   strict: true,
 });
 if (flags.help) {
-  console.log('npm run bench -- [--duration s] [--warmup s] [--connections n] [--rules n] [--audit-rows n, 0 skips] [--profile] [--workers n|auto]');
+  console.log('npm run bench -- [--duration s] [--warmup s] [--connections n] [--rules n] [--audit-rows n, 0 skips] [--profile] [--workers n|auto] [--keep]');
   console.log('npm run bench -- --access [--access-users n]   (effective access only; --access-users 0 leaves it out of the full run)');
   console.log('npm run bench -- --soak [--duration s (60)] [--connections n (16)] [--profile]');
   console.log('npm run bench -- --db postgres [--duration s] [--warmup s] [--connections n]   (IDJAG_BENCH_PG_URL, default ' + pgMaintenanceUrl() + ')');
@@ -486,7 +488,8 @@ async function main() {
     storage = auditStorage(dbFile);
   } finally {
     await server?.stop();
-    rmSync(dir, { recursive: true, force: true });
+    if (flags.keep) console.error(`the benchmark's database is kept: ${dbFile} (and its audit file beside it)`);
+    else rmSync(dir, { recursive: true, force: true });
   }
 
   // The admin's audit query at a million rows, last: its bulk insert would disturb the runs above.

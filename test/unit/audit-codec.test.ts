@@ -2,11 +2,11 @@
 import { AUDIT_RESOURCES_INDEXED } from '../../migrations/0008_audit_resources_index.ts';
 import {
   CHECK_CODES, decodeChecks, decodeExplanation, encodeExplanation, decodeResources, decodeRuleIds, decodeTokenType, decodeWarnings, encodeChecks, encodeResources, encodeRuleIds,
-  encodeTokenType, encodeWarnings,
+  encodeTokenType, encodeWarnings, decodeOwnId, encodeOwnId, internable, rowFacts, withOwnIds,
   failedCheck, issuedDescription, MAX_TEXT, RESOURCES_INDEXED_MAX, text, type CheckRecord, type RowFacts, type WarningRecord,
 } from '../../src/audit/codec.ts';
 import { CHECKS_BY_NAME } from '../../src/exchange/checks.ts';
-import { WARNINGS } from '../../src/exchange/lint.ts';
+import { WARNING_CODES, WARNINGS } from '../../src/exchange/lint.ts';
 import { decide } from '../../src/policy/index.ts';
 import { CLIENT_ID, MCP, MCP_ADMIN, NOW, rule } from './fixtures.ts';
 
@@ -104,6 +104,32 @@ describe('checks', () => {
     expect(decodeChecks(stored, facts)).toEqual(issued);
   });
 
+  test('an interned message is stored as its number and read back through the values; unknown numbers and failed checks stay as they are', () => {
+    const code = CHECK_CODES.indexOf('id_token.key');
+    expect(internable(issued)).toEqual(['kid-1']);
+    expect(internable([{ name: 'id_token.key', status: 'failed', message: 'no key kid-x' }, { name: 'id_token.key', status: 'passed' }])).toEqual([]);
+    const stored = encodeChecks(issued, facts, new Map([['kid-1', 7]]));
+    expect(JSON.parse(stored)).toContainEqual([code, 'p', 7]);
+    expect(decodeChecks(stored, { ...facts, values: new Map([[7, 'kid-1']]) })).toEqual(issued);
+    // a number the values do not have: the check reads without its message
+    expect(decodeChecks(stored, { ...facts, values: new Map() }).find((c) => c.name === 'id_token.key')).toEqual({ name: 'id_token.key', status: 'passed' });
+    // a message with no number given is stored whole
+    expect(JSON.parse(encodeChecks(issued, facts, new Map([['kid-2', 8]])))).toContainEqual([code, 'p', 'kid-1']);
+  });
+
+  test('request_id and jti equal to the row id are stored empty and read back as it', () => {
+    expect(encodeOwnId('01a2-x', '01a2-x')).toBe('');
+    expect(encodeOwnId('client-trace', '01a2-x')).toBe('client-trace');
+    expect(encodeOwnId(null, '01a2-x')).toBeNull();
+    expect(withOwnIds({ id: 'r', request_id: '', jti: '' })).toEqual({ id: 'r', request_id: 'r', jti: 'r' });
+    expect(withOwnIds({ id: 'r', request_id: 'q', jti: null })).toEqual({ id: 'r', request_id: 'q', jti: null });
+    // the issue check reads its jti from the row as it reads
+    const stored = encodeChecks(issued, facts);
+    const row = { ...facts, id: 'j1', jti: '', rule_id: 'r1', explanation: '=300' };
+    expect(decodeChecks(stored, rowFacts(row))).toEqual(issued);
+    expect(decodeOwnId('', 'j1')).toBe('j1');
+  });
+
   test('a check that says something else, or nothing, where the row would say it: stored as said', () => {
     const other: CheckRecord[] = [
       { name: 'client_authentication', status: 'passed', message: 'authenticated with private_key_jwt' },
@@ -165,11 +191,18 @@ describe('warnings', () => {
     const varying: WarningRecord = { code: 'scope_not_defined', message: 'requested scope x is not defined', section: WARNINGS.scope_not_defined!.section };
     const other: WarningRecord = { code: 'future_warning', message: 'm', section: 's' };
     const stored = encodeWarnings([defined, varying, other])!;
-    expect(JSON.parse(stored)).toEqual(['scope_omitted', ['scope_not_defined', 'requested scope x is not defined'], ['future_warning', 'm', 's']]);
+    expect(JSON.parse(stored)).toEqual([WARNING_CODES.indexOf('scope_omitted'), ['scope_not_defined', 'requested scope x is not defined'], ['future_warning', 'm', 's']]);
     expect(decodeWarnings(stored)).toEqual([defined, varying, other]);
+    // rows written before numbers named a defined warning by its code
+    expect(decodeWarnings('["scope_omitted"]')).toEqual([defined]);
   });
 
-  test.each(['not json', '{"code":"x"}', '""', '[1, null, "x", {"message":"no code"}, ["audience_alias"]]'])('hostile stored value %j: no warning', (stored) => {
+  test('every warning has a number; numbers are unique', () => {
+    expect(Object.keys(WARNINGS).filter((code) => !WARNING_CODES.includes(code))).toEqual([]);
+    expect(new Set(WARNING_CODES).size).toBe(WARNING_CODES.length);
+  });
+
+  test.each(['not json', '{"code":"x"}', '""', '[99, -1, 1.5, null, "x", {"message":"no code"}, ["audience_alias"]]'])('hostile stored value %j: no warning', (stored) => {
     expect(decodeWarnings(stored)).toEqual([]);
   });
 });

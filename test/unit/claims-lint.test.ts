@@ -128,8 +128,11 @@ describe('signingMinter', () => {
     const { payload } = await jwtVerify(minted.jwt!, key.publicKey, { typ: ID_JAG_TYP, issuer: ISSUER, audience: RS_ISSUER, currentDate: new Date(NOW * 1000) });
     expect(payload).toEqual({ ...claims, iat: NOW, exp: NOW + 300, jti: minted.jti });
     expect(minted).toMatchObject({ iat: NOW, exp: NOW + 300 });
-    expect(minted.jti).toMatch(/^[A-Za-z0-9_-]{24}$/);
+    // a UUIDv7 (RFC 9562 §5.7)
+    expect(minted.jti).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
     expect((await minter.mint(claims, 300, NOW)).jti).not.toBe(minted.jti);
+    // the request's own id, when it has one: its audit row's id
+    expect((await signingMinter(() => key, '01a22e1d-626d-7b9c-a6c3-7567982f9eb2').mint(claims, 300, NOW)).jti).toBe('01a22e1d-626d-7b9c-a6c3-7567982f9eb2');
     expect(minter.describe(minted)).toBe(`jti ${minted.jti}, expires ${new Date((NOW + 300) * 1000).toISOString()}`);
   });
 
