@@ -3,6 +3,7 @@ import { sql, type Expression, type Kysely } from 'kysely';
 import type { DB, Schema } from './index.ts';
 import { prepared, type Param } from './prepared.ts';
 import { memberOf, memberQuery, type Member, type MemberRow } from './users.ts';
+import type { EnabledClient } from './clients.ts';
 import type { McpServersTable, PolicyRulesTable, ResourceServersTable } from './schema.ts';
 
 /** The identity claims an admin may release to a Resource AS, with the OpenID Connect meaning of each. */
@@ -194,6 +195,9 @@ function targetOf(rows: readonly TargetRow[], mcpServers: McpServerRecord[]): Ta
   };
 }
 
+/** What an exchange looks up: for this user, this audience and these resources, as this client. */
+export interface ExchangeQuery { sub: string; audience: string; resources: readonly string[]; clientId: string }
+
 /** Everything an exchange reads once it knows the user: who they are now, and the target of the request. */
 export interface ExchangeLookup extends TargetLookup {
   /** the user and their groups; undefined: no such user */
@@ -204,12 +208,24 @@ export interface ExchangeLookup extends TargetLookup {
 const rowsAsJson = (rows: Expression<unknown>, orderBy?: string) =>
   sql`(select coalesce(json_agg(t${orderBy === undefined ? sql`` : sql` order by t.${sql.ref(orderBy)}`}), '[]'::json) from (${rows}) as t)`;
 
-const exchangeReads = prepared<Schema, { sub: string; audience: string; clientId: string; resources: string[] },
-  { member: MemberRow[]; target: TargetRow[]; mcp: McpRow[] }>((db, p) => db.selectNoFrom([
-    rowsAsJson(memberQuery(db, p), 'group_name').as('member'),
-    rowsAsJson(targetQuery(db, p)).as('target'),
-    rowsAsJson(db.selectFrom('mcp_servers').select(MCP_COLUMNS).where('resource', '=', sql<string>`any(${p<string[]>('resources')})`)).as('mcp'),
-  ]));
+type LookupArgs = { sub: string; audience: string; clientId: string; resources: string[] };
+type LookupRow = { member: MemberRow[]; target: TargetRow[]; mcp: McpRow[] };
+
+const exchangeColumns = (db: Kysely<Schema>, p: Param) => [
+  rowsAsJson(memberQuery(db, p), 'group_name').as('member'),
+  rowsAsJson(targetQuery(db, p)).as('target'),
+  rowsAsJson(db.selectFrom('mcp_servers').select(MCP_COLUMNS).where('resource', '=', sql<string>`any(${p<string[]>('resources')})`)).as('mcp'),
+] as const;
+
+const exchangeReads = prepared<Schema, LookupArgs, LookupRow>((db, p) => db.selectNoFrom([...exchangeColumns(db, p)]));
+
+/** The same, with the client as findEnabledClient reads it (src/db/clients.ts): the read the provider makes first. */
+const clientAndExchangeReads = prepared<Schema, LookupArgs, LookupRow & { client: EnabledClient[] }>((db, p) => db.selectNoFrom([
+  rowsAsJson(db.selectFrom('clients').select(['metadata', 'secret_hash']).where('client_id', '=', p('clientId')).where('disabled', '=', 0)).as('client'),
+  ...exchangeColumns(db, p),
+]));
+
+const lookupOf = (row: LookupRow): ExchangeLookup => ({ member: memberOf(row.member), ...targetOf(row.target, row.mcp.map(toMcpServer)) });
 
 /**
  * PostgreSQL only (every statement there is a round trip, the costliest part of an exchange): the user with
@@ -219,10 +235,20 @@ const exchangeReads = prepared<Schema, { sub: string; audience: string; clientId
  * to it by test/catalog-lookup.test.ts). On SQLite, where a read costs microseconds, those single-table
  * statements are cheaper than this join.
  */
-export async function lookupExchange(db: DB, q: { sub: string; audience: string; resources: readonly string[]; clientId: string }): Promise<ExchangeLookup> {
+export async function lookupExchange(db: DB, q: ExchangeQuery): Promise<ExchangeLookup> {
   const [row] = await exchangeReads(db, { sub: q.sub, audience: q.audience, clientId: q.clientId, resources: [...q.resources] });
   if (!row) throw new Error('the exchange lookup returned no row');
-  return { member: memberOf(row.member), ...targetOf(row.target, row.mcp.map(toMcpServer)) };
+  return lookupOf(row);
+}
+
+/**
+ * PostgreSQL only: the enabled client (what the provider authenticates) and, in the same statement, what
+ * `lookupExchange` reads for `q`: src/exchange/read-ahead.ts makes this one round trip stand for both.
+ */
+export async function lookupClientAndExchange(db: DB, q: ExchangeQuery): Promise<{ client: EnabledClient | undefined; lookup: ExchangeLookup }> {
+  const [row] = await clientAndExchangeReads(db, { sub: q.sub, audience: q.audience, clientId: q.clientId, resources: [...q.resources] });
+  if (!row) throw new Error('the exchange lookup returned no row');
+  return { client: row.client[0], lookup: lookupOf(row) };
 }
 
 /**

@@ -10,12 +10,15 @@ import type { ClientsTable } from './schema.ts';
 export type ClientRow = Pick<ClientsTable, 'client_id' | 'metadata' | 'secret_hash' | 'first_party' | 'disabled'>;
 const CLIENT = ['client_id', 'metadata', 'secret_hash', 'first_party', 'disabled'] as const;
 
+/** What the provider may authenticate of a client: its metadata and secret hash. */
+export type EnabledClient = Pick<ClientsTable, 'metadata' | 'secret_hash'>;
+
 // The provider reads the client on every token request: prepared once.
-const enabledClientById = prepared<Schema, { id: string }, Pick<ClientsTable, 'metadata' | 'secret_hash'>>((db, p) =>
+const enabledClientById = prepared<Schema, { id: string }, EnabledClient>((db, p) =>
   db.selectFrom('clients').select(['metadata', 'secret_hash']).where('client_id', '=', p('id')).where('disabled', '=', 0));
 
 /** An enabled client's metadata and secret hash: what the provider may authenticate. */
-export async function findEnabledClient(db: DB, clientId: string): Promise<Pick<ClientsTable, 'metadata' | 'secret_hash'> | undefined> {
+export async function findEnabledClient(db: DB, clientId: string): Promise<EnabledClient | undefined> {
   return (await enabledClientById(db, { id: clientId }))[0];
 }
 

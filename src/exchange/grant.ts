@@ -12,6 +12,7 @@ import { signingMinter } from './mint.ts';
 import { auditDecision, registeredClient, stageClock, type ExchangeObserver } from './observe.ts';
 import { runExchange, type Outcome } from './pipeline.ts';
 import { databasePorts } from './ports.ts';
+import { lookupReadAhead } from './read-ahead.ts';
 import { headerProof, type DpopNonces, type ProofReplays } from './proof.ts';
 import { ID_JAG, PARAMETERS, REPEATABLE, requestFacts, TOKEN_EXCHANGE, type ExchangeInput, type Params } from './request.ts';
 import { tokenSubjects } from './subject.ts';
@@ -110,6 +111,7 @@ export function tokenExchangeHandler(deps: ExchangeDeps) {
     const stages = stageClock(deps.observe);
     const result = await runExchange(inputOf(ctx), {
       ...stores,
+      ...(stores.lookup ? { lookup: lookupReadAhead(ctx, stores.lookup) } : {}),
       subjects: tokenSubjects({ issuer: deps.issuer, keys, provider: ctx.oidc.provider }),
       minter: signingMinter(() => activeKey(keys, 'id_jag'), base.id),
       proofs: headerProof({ headers: ctx.req.headersDistinct.dpop, htu, replays, nonces: deps.dpopNonces }),

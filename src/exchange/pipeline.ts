@@ -9,7 +9,7 @@ import { NO_PROOF, type ProofSource } from './proof.ts';
 import { parseRequest, type ExchangeInput, type ExchangeRequest, type RequestingClient } from './request.ts';
 import type { Subject, SubjectSource } from './subject.ts';
 import { lookedUp, resolveTarget, type Catalog, type Target } from './target.ts';
-import type { ExchangeLookup, TargetLookup } from '../db/catalog.ts';
+import type { ExchangeLookup, ExchangeQuery, TargetLookup } from '../db/catalog.ts';
 
 /**
  * The token exchange, once: request → subject → target → policy → mint, each step a named check. The
@@ -44,7 +44,7 @@ export interface ExchangePorts {
    * there, the user's aud_sub), at once: where each read is a round trip (PostgreSQL). The same answers as
    * `directory`, `catalog` and `rules`, which serve when it is absent.
    */
-  lookup?(q: { sub: string; audience: string; resources: readonly string[]; clientId: string }): Promise<ExchangeLookup>;
+  lookup?(q: ExchangeQuery): Promise<ExchangeLookup>;
   /** the request's DPoP proof; absent: the request carries none */
   proofs?: ProofSource | undefined;
   issuer: string;

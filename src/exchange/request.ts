@@ -91,6 +91,24 @@ export function requestFacts(p: Params, clientId: string | undefined): RequestFa
   return facts;
 }
 
+/**
+ * The `sub` an ID Token claims, read without verifying anything: good only as a key (a rate limit's, a read
+ * made ahead) that the verified token must match before anything depends on it.
+ */
+export function unverifiedSubject(token: string): string | undefined {
+  const payload = token.split('.')[1];
+  if (!payload || payload.length > 8192) return undefined;
+  try {
+    const sub = (JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as { sub?: unknown }).sub;
+    return typeof sub === 'string' && sub !== '' ? sub.slice(0, 255) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The resources a request names, as the exchange reads them: each once, in order. */
+export const requestedResources = (p: Params): string[] => [...new Set(list(p.resource))];
+
 /** A token's SHA-256, base64url: enough to recognise it again, useless to present. */
 export const tokenHash = (token: string): string => createHash('sha256').update(token).digest('base64url');
 
@@ -172,7 +190,7 @@ export function parseRequest(input: ExchangeInput, checks: CheckList): ExchangeR
     subjectToken: subjectToken!,
     subjectTokenType: type as SubjectTokenType,
     audience: audience!,
-    resources: [...new Set(list(p.resource))],
+    resources: requestedResources(p),
     scopes: splitScope(p.scope),
     ...(details ? { authorizationDetails: details } : {}),
   };

@@ -6,7 +6,7 @@ import { RateLimiterPostgres, RateLimiterRes, RateLimiterSQLite, type RateLimite
 import type { Config } from '../config/index.ts';
 import { withStatementCache, type Database, type DB, type SqliteDatabase } from '../db/index.ts';
 import { accountKey } from '../oidc/accounts.ts';
-import { ID_TOKEN, TOKEN_EXCHANGE } from '../exchange/request.ts';
+import { ID_TOKEN, TOKEN_EXCHANGE, unverifiedSubject } from '../exchange/request.ts';
 import type { ClientAuthGate, ClientAuthVerdict } from '../oidc/client-auth.ts';
 import type { SignInThrottle } from '../oidc/interactions.ts';
 import type { GrantWrapper } from '../oidc/provider.ts';
@@ -207,14 +207,7 @@ function claimedSubject(params: Record<string, unknown> | undefined): string | u
     // a refresh token stands for one user's session with this client: its hash is the key
     return `rt:${createHash('sha256').update(token).digest('base64url').slice(0, 22)}`;
   }
-  const payload = token.split('.')[1];
-  if (!payload || payload.length > 8192) return undefined;
-  try {
-    const sub = (JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as { sub?: unknown }).sub;
-    return typeof sub === 'string' && sub !== '' ? sub.slice(0, 255) : undefined;
-  } catch {
-    return undefined;
-  }
+  return unverifiedSubject(token);
 }
 
 type TokenLimit = 'token_client' | 'token_public' | 'token_user';
