@@ -209,6 +209,19 @@ sqliteOnly('SQLite faults', () => {
     await idjag.dispose();
   });
 
+  test('a connection cut while checked out between two statements fails that work only: the process stays up, the pool recovers', async () => {
+    const { pool } = idjag.database as Extract<typeof idjag.database, { dialect: 'postgres' }>;
+    const client = await pool.connect();
+    const { rows } = await client.query<{ pid: number }>('select pg_backend_pid() as pid');
+    const ended = new Promise((resolve) => client.once('end', resolve));
+    await maintenance(`select pg_terminate_backend(${rows[0]!.pid})`);
+    await ended;
+    await expect(client.query('select 1')).rejects.toThrow();
+    client.release(true);
+    const ok = await exchange(idjag.url, alice.tokens.id_token);
+    expect(ok.status).toBe(200);
+  });
+
   test('every kind of exchange answers 503 temporarily_unavailable, health 503, and service resumes once it is back', async () => {
     const ok = await exchange(idjag.url, alice.tokens.id_token);
     expect(ok.status).toBe(200);

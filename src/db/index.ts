@@ -144,6 +144,10 @@ function openPostgres(url: string): PostgresDatabase {
   // An idle client's error (the server restarting, a network cut) must not crash the process; the next
   // query gets a fresh connection or its own error.
   pool.on('error', () => {});
+  // Nor that of a client checked out between two statements (in a transaction, or between a kysely checkout and
+  // its query): pg-pool listens only while a client is idle, and a client with no query running emits the error
+  // unhandled. The next statement on it fails (closing the transaction), and the pool discards it on release.
+  pool.on('connect', (client) => client.on('error', () => {}));
   const db = new Kysely<Schema>({ dialect: new PostgresDialect({ pool }) });
   const redacted = new URL(url);
   if (redacted.password) redacted.password = '***';
