@@ -2,6 +2,8 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { uuidv7 } from '../src/audit/index.ts';
 import { applyRetention } from '../src/audit/retention.ts';
+import { CHECK_CODES } from '../src/audit/codec.ts';
+import { internValues } from '../src/audit/values.ts';
 import { loadConfig } from '../src/config/index.ts';
 import type { AuditLogTable } from '../src/db/schema.ts';
 import { auditCount } from './helpers/audit.ts';
@@ -35,6 +37,17 @@ describe('retention', () => {
     idjag = await startTestServer({ auditRetentionDays: 0 });
   });
   afterAll(() => idjag.dispose());
+
+  test('an archived row reads as it was written: its own id as request id and jti, interned values in full', async () => {
+    const at = Date.now() - 400 * DAY;
+    const [n] = [...(await internValues(idjag.database.db, ['kid-archived'])).values()];
+    const stored = { ...row(at, 0), decision: 'issued' as const, request_id: '', jti: '', checks: JSON.stringify([[CHECK_CODES.indexOf('id_token.key'), 'p', n]]) };
+    await insertRows(idjag, [stored]);
+    const dir = join(idjag.dir, 'archive-own-ids');
+    expect(await applyRetention(idjag.database.db, { days: 365, archiveDir: dir }, Date.now())).toMatchObject({ deleted: 1, archived: 1 });
+    const [line] = readdirSync(dir).flatMap((f) => readFileSync(join(dir, f), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>));
+    expect(line).toMatchObject({ id: stored.id, request_id: stored.id, jti: stored.id, checks: [{ name: 'id_token.key', status: 'passed', message: 'kid-archived' }] });
+  });
 
   test('decisions older than the retention leave the log in batches, archived first by day; newer ones stay', async () => {
     const now = Date.now();
