@@ -228,8 +228,11 @@ function requestLog(log: Logger) {
   return async (ctx: Context, next: Next) => {
     const started = performance.now();
     const incoming = ctx.get('x-request-id');
-    const id = /^[A-Za-z0-9._-]{1,100}$/.test(incoming) ? incoming : (ctx.state.auditId = uuidv7());
+    const theirs = /^[A-Za-z0-9._-]{1,100}$/.test(incoming);
+    const id = theirs ? incoming : uuidv7();
     ctx.state.requestId = id;
+    // an id idjag generated also names the request's audit row (and an ID-JAG it issues); a client's does not
+    if (!theirs) ctx.state.auditId = id;
     ctx.set('X-Request-Id', id);
     try {
       await next();
