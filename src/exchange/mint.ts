@@ -1,9 +1,9 @@
-import { importJWK, SignJWT } from 'jose';
 import { issuedDescription } from '../audit/codec.ts';
 import { uuidv7 } from '../audit/index.ts';
 import type { SigningKey } from '../oidc/keys.ts';
 import type { Allow } from '../policy/index.ts';
 import type { AuthorizationDetail } from './details.ts';
+import { privateKeyOf, signCompact, type JwsAlg } from './jws.ts';
 import { identityClaims, type ClaimRelease, type IdentityClaims } from './release.ts';
 import type { Subject } from './subject.ts';
 
@@ -97,24 +97,13 @@ export const previewMinter: Minter = {
   describe: (m) => `preview, not signed: would expire ${new Date(m.exp * 1000).toISOString()}`,
 };
 
-const signingKeys = new Map<string, ReturnType<typeof importJWK>>();
-
 /**
  * Signs an ID-JAG (draft §3) with the IdP's active ID-JAG key: `typ` oauth-id-jag+jwt, `kid` of that key. The
- * `jti` is a UUIDv7 (RFC 9562 §5.7: 74 random bits besides the time, which `iat` tells anyway).
+ * `jti` is a UUIDv7 (RFC 9562 §5.7: 74 random bits besides the time, which `iat` tells anyway). Signed in place
+ * (src/exchange/jws.ts says why not through WebCrypto).
  */
 export async function mintIdJag(key: SigningKey, claims: IdJagClaims, lifetime: number, now: number, jti = uuidv7()): Promise<Minted & { jwt: string }> {
-  let imported = signingKeys.get(key.kid);
-  if (!imported) {
-    imported = importJWK(key.privateJwk, key.alg);
-    signingKeys.set(key.kid, imported);
-  }
   const exp = now + lifetime;
-  const jwt = await new SignJWT({ ...claims })
-    .setProtectedHeader({ alg: key.alg, typ: ID_JAG_TYP, kid: key.kid })
-    .setJti(jti)
-    .setIssuedAt(now)
-    .setExpirationTime(exp)
-    .sign(await imported);
+  const jwt = signCompact({ alg: key.alg as JwsAlg, typ: ID_JAG_TYP, kid: key.kid }, { ...claims, jti, iat: now, exp }, privateKeyOf(key.privateJwk));
   return { jwt, jti, iat: now, exp };
 }
