@@ -15,6 +15,7 @@ import * as m0011b from './0011b_change_impact.ts';
 import * as m0012 from './0012_audit_slim_indexes.ts';
 import * as m0013 from './0013_audit_database.ts';
 import * as m0014 from './0014_audit_values.ts';
+import * as m0015 from './0015_change_counters.ts';
 
 /**
  * Every migration, by name. Listed statically (not read from the folder at run time) so the same list
@@ -37,4 +38,5 @@ export const migrations: Record<string, Migration> = {
   '0012_audit_slim_indexes': m0012,
   '0013_audit_database': m0013,
   '0014_audit_values': m0014,
+  '0015_change_counters': m0015,
 };

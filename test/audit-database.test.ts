@@ -81,7 +81,7 @@ sqliteOnly('the audit database (SQLite)', () => {
       const indexes = indexesIn(database.sqlite, 'main').filter((i) => /^(audit_|login_events_|dpop_proofs_)/.test(i));
       expect(indexes.length).toBeGreaterThan(5);
 
-      expect((await migrateToLatest(database.db)).applied).toEqual(['0013_audit_database', '0014_audit_values']);
+      expect((await migrateToLatest(database.db)).applied).toEqual(['0013_audit_database', '0014_audit_values', '0015_change_counters']);
       expect(rowsOf(database.sqlite, AUDIT_SCHEMA)).toEqual(was);
       expect(indexesIn(database.sqlite, AUDIT_SCHEMA)).toEqual(indexes);
       for (const t of AUDIT_TABLES) expect(tablesIn(database.sqlite, 'main')).not.toContain(t);
@@ -105,7 +105,7 @@ sqliteOnly('the audit database (SQLite)', () => {
       database.sqlite.exec(`create table ${AUDIT_SCHEMA}.audit_log as select * from main.audit_log`);
       database.sqlite.exec(`insert into ${AUDIT_SCHEMA}.audit_log (id, at, request_id, decision, reason, explanation, checks) values ('stray', 1, 'r', 'error', 'x', '', '[]')`);
 
-      expect((await migrateToLatest(database.db)).applied).toEqual(['0013_audit_database', '0014_audit_values']);
+      expect((await migrateToLatest(database.db)).applied).toEqual(['0013_audit_database', '0014_audit_values', '0015_change_counters']);
       expect(rowsOf(database.sqlite, AUDIT_SCHEMA)).toEqual(was);
       expect(indexesIn(database.sqlite, AUDIT_SCHEMA)).toEqual(expect.arrayContaining(['audit_by_time', 'audit_by_sub', 'login_events_by_time', 'dpop_proofs_by_expiry']));
       for (const t of AUDIT_TABLES) expect(tablesIn(database.sqlite, 'main')).not.toContain(t);

@@ -3,7 +3,6 @@ import { sql, type Expression, type Kysely } from 'kysely';
 import type { DB, Schema } from './index.ts';
 import { prepared, type Param } from './prepared.ts';
 import { memberOf, memberQuery, type Member, type MemberRow } from './users.ts';
-import type { EnabledClient } from './clients.ts';
 import type { McpServersTable, PolicyRulesTable, ResourceServersTable } from './schema.ts';
 
 /** The identity claims an admin may release to a Resource AS, with the OpenID Connect meaning of each. */
@@ -219,12 +218,6 @@ const exchangeColumns = (db: Kysely<Schema>, p: Param) => [
 
 const exchangeReads = prepared<Schema, LookupArgs, LookupRow>((db, p) => db.selectNoFrom([...exchangeColumns(db, p)]));
 
-/** The same, with the client as findEnabledClient reads it (src/db/clients.ts): the read the provider makes first. */
-const clientAndExchangeReads = prepared<Schema, LookupArgs, LookupRow & { client: EnabledClient[] }>((db, p) => db.selectNoFrom([
-  rowsAsJson(db.selectFrom('clients').select(['metadata', 'secret_hash']).where('client_id', '=', p('clientId')).where('disabled', '=', 0)).as('client'),
-  ...exchangeColumns(db, p),
-]));
-
 const lookupOf = (row: LookupRow): ExchangeLookup => ({ member: memberOf(row.member), ...targetOf(row.target, row.mcp.map(toMcpServer)) });
 
 /**
@@ -239,16 +232,6 @@ export async function lookupExchange(db: DB, q: ExchangeQuery): Promise<Exchange
   const [row] = await exchangeReads(db, { sub: q.sub, audience: q.audience, clientId: q.clientId, resources: [...q.resources] });
   if (!row) throw new Error('the exchange lookup returned no row');
   return lookupOf(row);
-}
-
-/**
- * PostgreSQL only: the enabled client (what the provider authenticates) and, in the same statement, what
- * `lookupExchange` reads for `q`: src/exchange/read-ahead.ts makes this one round trip stand for both.
- */
-export async function lookupClientAndExchange(db: DB, q: ExchangeQuery): Promise<{ client: EnabledClient | undefined; lookup: ExchangeLookup }> {
-  const [row] = await clientAndExchangeReads(db, { sub: q.sub, audience: q.audience, clientId: q.clientId, resources: [...q.resources] });
-  if (!row) throw new Error('the exchange lookup returned no row');
-  return { client: row.client[0], lookup: lookupOf(row) };
 }
 
 /**

@@ -259,6 +259,15 @@ export interface LoginEventsTable {
   retry_after: number | null;
 }
 
+/**
+ * One counter per part of what a token exchange reads (`directory`, `catalog`), raised by triggers with every
+ * change to that part (migrations/0015_change_counters.ts): unchanged counters, unchanged data.
+ */
+export interface ChangeCountersTable {
+  name: 'directory' | 'catalog';
+  counter: number;
+}
+
 export interface Schema {
   resource_servers: ResourceServersTable;
   resource_server_aliases: ResourceServerAliasesTable;
@@ -280,6 +289,7 @@ export interface Schema {
   rate_limits: RateLimitsTable;
   login_events: LoginEventsTable;
   dpop_proofs: DpopProofsTable;
+  change_counters: ChangeCountersTable;
 }
 
 export type { Generated };

@@ -1,6 +1,7 @@
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import type { Logger } from 'pino';
 import { uuidv7, type DecisionRecord } from '../audit/index.ts';
+import { readCounters, type Counters } from '../db/counters.ts';
 import { firstUseOfProof } from '../db/dpop-proofs.ts';
 import { now, type DB } from '../db/index.ts';
 import { activeKey, type KeySet } from '../oidc/keys.ts';
@@ -12,7 +13,8 @@ import { signingMinter } from './mint.ts';
 import { auditDecision, registeredClient, stageClock, type ExchangeObserver } from './observe.ts';
 import { runExchange, type Outcome } from './pipeline.ts';
 import { databasePorts } from './ports.ts';
-import { lookupReadAhead } from './read-ahead.ts';
+import { LookupCache } from './lookup-cache.ts';
+import { takeCounters } from './read-ahead.ts';
 import { headerProof, type DpopNonces, type ProofReplays } from './proof.ts';
 import { ID_JAG, PARAMETERS, REPEATABLE, requestFacts, TOKEN_EXCHANGE, type ExchangeInput, type Params } from './request.ts';
 import { tokenSubjects } from './subject.ts';
@@ -101,6 +103,7 @@ export const tokenEndpointOf = (issuer: string): string => `${issuer}/token`;
 
 export function tokenExchangeHandler(deps: ExchangeDeps) {
   const stores = databasePorts(deps.db);
+  const cache = new LookupCache();
   const replays: ProofReplays = { firstUse: (key, keepUntil) => firstUseOfProof(deps.db, key, keepUntil, now()) };
   const htu = tokenEndpointOf(deps.issuer);
   return async function tokenExchange(ctx: KoaContextWithOIDC): Promise<void> {
@@ -109,9 +112,10 @@ export function tokenExchangeHandler(deps: ExchangeDeps) {
     const keys = deps.keys();
     const base = recordBase(ctx);
     const stages = stageClock(deps.observe);
+    let counters: Counters | undefined = takeCounters(ctx);
     const result = await runExchange(inputOf(ctx), {
       ...stores,
-      ...(stores.lookup ? { lookup: lookupReadAhead(ctx, stores.lookup) } : {}),
+      lookup: async (q) => cache.lookup(q, counters ??= await readCounters(deps.db), stores.reads),
       subjects: tokenSubjects({ issuer: deps.issuer, keys, provider: ctx.oidc.provider }),
       minter: signingMinter(() => activeKey(keys, 'id_jag'), base.id),
       proofs: headerProof({ headers: ctx.req.headersDistinct.dpop, htu, replays, nonces: deps.dpopNonces }),

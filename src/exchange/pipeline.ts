@@ -18,7 +18,10 @@ import type { ExchangeLookup, ExchangeQuery, TargetLookup } from '../db/catalog.
  * reports; it writes nothing (the adapters record the outcome) and answers no one.
  */
 
-/** Who the users are now: re-read on every exchange, so a disabled user stops at once. */
+/**
+ * Who the users are now: as the database has them when the request arrives (the grant's lookup cache drops
+ * whatever changed, src/exchange/lookup-cache.ts), so a disabled user stops at once.
+ */
 export interface Directory {
   /** the user and their groups (one read) */
   member(sub: string): Promise<Member | undefined>;

@@ -1,12 +1,25 @@
 import { findAudienceSubject, findMcpServers, findResourceServer, lookupExchange, rulesFor } from '../db/catalog.ts';
 import { onPostgres, type DB } from '../db/index.ts';
 import { findMemberBySub } from '../db/users.ts';
+import type { LookupReads } from './lookup-cache.ts';
 import type { Directory, ExchangePorts, RuleSource } from './pipeline.ts';
 import type { Catalog } from './target.ts';
 
-/** The pipeline's stores over the database, the same for the token endpoint and the simulator. */
-export function databasePorts(db: DB): { directory: Directory; catalog: Catalog; rules: RuleSource; lookup?: ExchangePorts['lookup'] } {
+/**
+ * The pipeline's stores over the database, the same for the token endpoint and the simulator; `reads`: what the
+ * token endpoint's lookup cache reads through (src/exchange/lookup-cache.ts).
+ */
+export function databasePorts(db: DB): { directory: Directory; catalog: Catalog; rules: RuleSource; lookup?: ExchangePorts['lookup']; reads: LookupReads } {
   return {
+    reads: {
+      member: (sub) => findMemberBySub(db, sub),
+      target: async ({ audience, resources, clientId }) => {
+        const [resourceServer, mcpServers] = await Promise.all([findResourceServer(db, audience), findMcpServers(db, resources)]);
+        return { resourceServer, mcpServers, rules: resourceServer ? await rulesFor(db, clientId, resourceServer.id) : [] };
+      },
+      audSub: (resourceServerId, sub) => findAudienceSubject(db, resourceServerId, sub),
+      ...(onPostgres(db) ? { all: (q) => lookupExchange(db, q) } : {}),
+    },
     directory: { member: (sub) => findMemberBySub(db, sub) },
     catalog: {
       resourceServer: (audience) => findResourceServer(db, audience),

@@ -92,8 +92,8 @@ export function requestFacts(p: Params, clientId: string | undefined): RequestFa
 }
 
 /**
- * The `sub` an ID Token claims, read without verifying anything: good only as a key (a rate limit's, a read
- * made ahead) that the verified token must match before anything depends on it.
+ * The `sub` an ID Token claims, read without verifying anything: good only as a key (a rate limit's) that the
+ * verified token must match before anything depends on it.
  */
 export function unverifiedSubject(token: string): string | undefined {
   const payload = token.split('.')[1];

@@ -1,6 +1,6 @@
 import Provider, { errors, type Adapter, type AdapterPayload, type KoaContextWithOIDC } from 'oidc-provider';
-import { now, onPostgres, type DB, type Schema } from '../db/index.ts';
-import { readAheadQuery, readClientAhead } from '../exchange/read-ahead.ts';
+import { now, type DB, type Schema } from '../db/index.ts';
+import { readClientAhead, readsAhead } from '../exchange/read-ahead.ts';
 import { prepared } from '../db/prepared.ts';
 import { findEnabledClient } from '../db/clients.ts';
 import type { OidcPayloadsTable } from '../db/schema.ts';
@@ -94,10 +94,9 @@ class ClientAdapter implements Adapter {
 
   /** The stored secret hash stands in for `client_secret`; the provider compares through compareClientSecret. */
   async find(id: string): Promise<AdapterPayload | undefined> {
-    // on PostgreSQL, a token exchange's own reads come along (src/exchange/read-ahead.ts)
-    const ctx = onPostgres(this.#db) ? Provider.ctx as KoaContextWithOIDC | undefined : undefined;
-    const query = ctx && readAheadQuery(ctx, id);
-    const row = ctx && query ? await readClientAhead(this.#db, ctx, query) : await findEnabledClient(this.#db, id);
+    // for a token exchange, the change counters its lookup cache is checked against come along (src/exchange/read-ahead.ts)
+    const ctx = Provider.ctx as KoaContextWithOIDC | undefined;
+    const row = readsAhead(ctx) ? await readClientAhead(this.#db, ctx, id) : await findEnabledClient(this.#db, id);
     if (!row) return undefined;
     return { ...JSON.parse(row.metadata), client_id: id, ...(row.secret_hash ? { client_secret: row.secret_hash } : {}) };
   }

@@ -2,8 +2,9 @@
  * The exchange in-process, for the per-stage breakdown (not a floor: it runs the code under test; the floor
  * is true-floor.ts): the token exchange's own work, in a loop, in one process, without HTTP, koa or oidc-provider.
  * The same pipeline the grant (src/exchange/grant.ts) runs after client authentication (runExchange with the
- * database ports and the signing minter), then its audit row (recordOutcome), against the benchmark's real
- * SQLite file. One request at a time, so the
+ * database ports, its lookup cache and the signing minter), then its audit row (recordOutcome), against the
+ * benchmark's real SQLite file. The grant gets the change counters with the client's read; with no client read
+ * here, each exchange reads them on their own (one statement the server does not make). One request at a time, so the
  * result is what one core does.
  *
  * Prints one JSON line. Arguments: --database, --issuer, --duration, --warmup (seconds); the ID Token on stdin.
@@ -15,6 +16,8 @@ import { now } from '../../src/db/index.ts';
 import { signingMinter } from '../../src/exchange/mint.ts';
 import { EXCHANGE_STAGES, runExchange, type ExchangeStage } from '../../src/exchange/pipeline.ts';
 import { databasePorts } from '../../src/exchange/ports.ts';
+import { LookupCache } from '../../src/exchange/lookup-cache.ts';
+import { readCounters } from '../../src/db/counters.ts';
 import { ID_JAG, ID_TOKEN, TOKEN_EXCHANGE, type ExchangeInput } from '../../src/exchange/request.ts';
 import { tokenSubjects } from '../../src/exchange/subject.ts';
 import { activeKey, loadKeySet } from '../../src/oidc/keys.ts';
@@ -80,8 +83,11 @@ const input: ExchangeInput = {
   params: { requested_token_type: ID_JAG, subject_token: idToken, subject_token_type: ID_TOKEN, audience: TODO_AS, resource: TODO_MCP },
   credentialsInBody: false,
 };
+const stores = databasePorts(db);
+const cache = new LookupCache();
 const ports = {
-  ...databasePorts(db),
+  ...stores,
+  lookup: async (q: Parameters<LookupCache['lookup']>[0]) => cache.lookup(q, await readCounters(db), stores.reads),
   subjects: tokenSubjects({ issuer, keys, provider }),
   issuer,
   clock: now,
