@@ -112,10 +112,14 @@ export function tokenExchangeHandler(deps: ExchangeDeps) {
     const keys = deps.keys();
     const base = recordBase(ctx);
     const stages = stageClock(deps.observe);
+    // read with the client by the provider's adapter; on their own only if that read did not bring them
     let counters: Counters | undefined = takeCounters(ctx);
     const result = await runExchange(inputOf(ctx), {
       ...stores,
-      lookup: async (q) => cache.lookup(q, counters ??= await readCounters(deps.db), stores.reads),
+      lookup: async (q) => {
+        counters ??= await readCounters(deps.db);
+        return cache.lookup(q, counters, stores.reads);
+      },
       subjects: tokenSubjects({ issuer: deps.issuer, keys, provider: ctx.oidc.provider }),
       minter: signingMinter(() => activeKey(keys, 'id_jag'), base.id),
       proofs: headerProof({ headers: ctx.req.headersDistinct.dpop, htu, replays, nonces: deps.dpopNonces }),
