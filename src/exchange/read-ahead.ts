@@ -1,5 +1,6 @@
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import { findEnabledClientCounted, type EnabledClient } from '../db/clients.ts';
+import { coalesced } from '../db/coalesce.ts';
 import type { Counters } from '../db/counters.ts';
 import type { DB } from '../db/index.ts';
 import { TOKEN_EXCHANGE, type Params } from './request.ts';
@@ -24,9 +25,17 @@ export function readsAhead(ctx: KoaContextWithOIDC | undefined): ctx is KoaConte
   return ctx?.oidc?.route === 'token' && (ctx.oidc.params as Params | undefined)?.grant_type === TOKEN_EXCHANGE;
 }
 
+// per database: the token exchanges of one burst that name the same client share its read (src/db/coalesce.ts)
+const sharedReads = new WeakMap<DB, (clientId: string) => ReturnType<typeof findEnabledClientCounted>>();
+
 /** The enabled client, and in the same statement the change counters, kept for the grant. */
 export async function readClientAhead(db: DB, ctx: KoaContextWithOIDC, clientId: string): Promise<EnabledClient | undefined> {
-  const found = await findEnabledClientCounted(db, clientId);
+  let read = sharedReads.get(db);
+  if (!read) {
+    read = coalesced((id: string) => findEnabledClientCounted(db, id));
+    sharedReads.set(db, read);
+  }
+  const found = await read(clientId);
   if (found) ctx.state.counters = found.counters;
   return found?.client;
 }
