@@ -5,9 +5,11 @@
  * /metrics must count every worker's exchanges, a worker that dies is replaced, and SIGTERM stops them all.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { get as httpGet } from 'node:http';
 import { createInterface } from 'node:readline';
 import { Agent, getGlobalDispatcher, setGlobalDispatcher, type Dispatcher } from 'undici';
+import { WORKER_SEMI_SPACE_MIB } from '../src/cluster/index.ts';
 import { AdminUi, follow } from './helpers/admin-ui.ts';
 import { DEMO_AGENT, signIn } from './helpers/browser.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
@@ -68,6 +70,17 @@ test('the banner says how many workers serve; consecutive connections reach both
   expect(logs.join('\n')).toMatch(/ {2}workers {5}2 processes on one port/);
   for (let i = 0; i < 10; i++) expect(await onNewConnection('/healthz')).toBe(200);
   expect(servedBy('/healthz').size).toBe(2);
+});
+
+test('the workers run with a young generation of their own size (short GC pauses), the primary\'s flags kept', async () => {
+  if (process.platform !== 'linux') return;
+  for (let i = 0; i < 10; i++) expect(await onNewConnection('/healthz')).toBe(200);
+  const pids = [...servedBy('/healthz')];
+  expect(pids).toHaveLength(2);
+  for (const pid of pids) {
+    const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    expect(argv).toContain(`--max-semi-space-size=${WORKER_SEMI_SPACE_MIB}`);
+  }
 });
 
 test('the playground follows a browser from worker to worker: its session is kept by the primary', async () => {

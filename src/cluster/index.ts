@@ -114,6 +114,22 @@ export interface PrimaryOptions {
   print: (banner: string) => void;
 }
 
+/**
+ * Each worker's young generation, in MiB per semi-space. V8 sizes it by the machine's memory and grows it under
+ * load (a 64 MiB new space on a 24 GiB machine), and a scavenge stops the worker for as long as copying what
+ * survives takes: under load 10-30 ms, during which every request in flight on that worker waits. At 16 MiB
+ * the pauses are about 4 ms, the time spent in GC overall the same (measured with the benchmark's exchange at
+ * 32 connections: p99 ÷ p50 from 3.4-3.9 down to 2.8-3.0). A `--max-semi-space-size` given to node (on its
+ * command line or in NODE_OPTIONS) wins.
+ */
+export const WORKER_SEMI_SPACE_MIB = 16;
+
+/** The workers' node flags: the primary's own, and the young generation's size unless one is given. */
+export function workerExecArgv(execArgv: readonly string[], nodeOptions = ''): string[] {
+  const given = [...execArgv, ...nodeOptions.split(/\s+/)].some((a) => /^--max[-_]semi[-_]space[-_]size(=|$)/.test(a));
+  return given ? [...execArgv] : [...execArgv, `--max-semi-space-size=${WORKER_SEMI_SPACE_MIB}`];
+}
+
 /** Restarting a worker that died: not sooner than this, so a crash loop does not spin. */
 const RESTART_DELAY_MS = 1000;
 
@@ -131,6 +147,7 @@ export function runPrimary(o: PrimaryOptions): Promise<number> {
   let printed = false;
   let firstBanner: string | undefined;
   let exitCode = 0;
+  cluster.setupPrimary({ execArgv: workerExecArgv(cluster.settings.execArgv ?? process.execArgv, process.env.NODE_OPTIONS) });
 
   const answer = async (kind: string, args: unknown[]): Promise<unknown> => {
     switch (kind) {
