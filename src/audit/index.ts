@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { immediateTransaction } from '../db/immediate.ts';
 import { onPostgres, type DB, type Schema } from '../db/index.ts';
 import { prepared } from '../db/prepared.ts';
 import type { AuditDecision, AuditLogTable } from '../db/schema.ts';
@@ -160,17 +161,15 @@ class GroupCommit {
   }
 
   async #insert(rows: AuditLogTable[]): Promise<void> {
-    if (rows.length === 1) {
-      await insertDecision(this.#db, rows[0]!);
-      return;
-    }
     // PostgreSQL: one statement, one round trip. SQLite: the statement prepared once, run for each row in one
-    // transaction (a multi-row INSERT would be a new statement for every batch size).
+    // transaction (a multi-row INSERT would be a new statement for every batch size), whose write lock is
+    // waited for without stopping the worker (immediate.ts).
     if (onPostgres(this.#db)) {
-      await this.#db.insertInto('audit_log').values(rows).execute();
+      if (rows.length === 1) await insertDecision(this.#db, rows[0]!);
+      else await this.#db.insertInto('audit_log').values(rows).execute();
       return;
     }
-    await this.#db.transaction().execute(async (trx) => {
+    await immediateTransaction(this.#db, async (trx) => {
       for (const row of rows) await insertDecision(this.#db, row, trx);
     });
   }

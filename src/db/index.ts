@@ -85,6 +85,17 @@ export function auditFileOf(path: string): string {
   return ext ? `${path.slice(0, -ext.length)}.audit${ext}` : `${path}.audit`;
 }
 
+/** How long a SQLite connection waits for another's write lock before it fails with SQLITE_BUSY. */
+export const BUSY_TIMEOUT_MS = 5000;
+
+const handles = new WeakMap<DB, SQLite.Database>();
+
+/**
+ * The better-sqlite3 connection under a kysely instance openDatabase made (its statement cache in front), for
+ * what kysely cannot say (src/db/immediate.ts); undefined on PostgreSQL or for a kysely instance made elsewhere.
+ */
+export const sqliteHandleOf = (db: DB): SQLite.Database | undefined => handles.get(db);
+
 function openSqlite(path: string): SqliteDatabase {
   if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
   const sqlite = new SQLite(path);
@@ -97,8 +108,10 @@ function openSqlite(path: string): SqliteDatabase {
     sqlite.pragma(`${schema}.mmap_size = 268435456`);
   }
   sqlite.pragma('foreign_keys = ON');
-  sqlite.pragma('busy_timeout = 5000');
-  const db = new Kysely<Schema>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }) });
+  sqlite.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+  const cached = withStatementCache(sqlite);
+  const db = new Kysely<Schema>({ dialect: new SqliteDialect({ database: cached }) });
+  handles.set(db, cached);
   return {
     db,
     dialect: 'sqlite',

@@ -1,0 +1,103 @@
+/**
+ * How a SQLite worker writes without stopping its event loop (src/db/immediate.ts, src/db/checkpointer.ts):
+ * the audit batch's write lock is waited for between turns of the loop, not in a sleep inside SQLite; WAL
+ * checkpoints run on a thread of their own. Real files in a temp dir, a second connection standing in for
+ * another worker.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import SQLite from 'better-sqlite3';
+import { sql } from 'kysely';
+import { recordOutcome, type DecisionRecord } from '../src/audit/index.ts';
+import { immediateTransaction } from '../src/db/immediate.ts';
+import { auditFileOf, BUSY_TIMEOUT_MS, migrateToLatest, openDatabase, type SqliteDatabase } from '../src/db/index.ts';
+import { sqliteOnly } from './helpers/database.ts';
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+let dir: string;
+let database: SqliteDatabase;
+/** another process's connection to the audit file */
+let other: SQLite.Database;
+
+beforeEach(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'idjag-sqlite-writes-'));
+  database = openDatabase(join(dir, 'idjag.db')) as SqliteDatabase;
+  await migrateToLatest(database.db);
+  other = new SQLite(auditFileOf(database.location));
+});
+
+afterEach(async () => {
+  other.close();
+  await database.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const auditRows = () => (database.sqlite.prepare('select count(*) as n from audit_log').get() as { n: number }).n;
+const busyTimeout = () => database.sqlite.pragma('busy_timeout', { simple: true });
+
+const decision = (i: number): DecisionRecord => ({
+  requestId: `request-${i}`, decision: 'denied', reason: 'policy_denied', explanation: 'no rule', clientId: `client-${i}`, checks: [],
+});
+
+sqliteOnly('the write lock, waited for without stopping the event loop', () => {
+  test('while another connection holds the lock the worker goes on running; the rows land once it is released', async () => {
+    other.prepare('begin immediate').run();
+    let ticks = 0;
+    const ticker = setInterval(() => ticks++, 5);
+    const written = recordOutcome(database.db, decision(1));
+    let done = false;
+    void written.then(() => (done = true));
+    await sleep(120);
+    // the event loop ran all along (a wait inside SQLite would have stopped the timer), and nothing is written
+    expect(ticks).toBeGreaterThanOrEqual(10);
+    expect(done).toBe(false);
+    expect(auditRows()).toBe(0);
+    // the timeout in force for every other statement is the usual one while it waits
+    expect(busyTimeout()).toBe(BUSY_TIMEOUT_MS);
+    other.prepare('commit').run();
+    await written;
+    clearInterval(ticker);
+    expect(auditRows()).toBe(1);
+    expect(busyTimeout()).toBe(BUSY_TIMEOUT_MS);
+  });
+
+  test('a lock held past the timeout fails with SQLite\'s own SQLITE_BUSY, and writes nothing', async () => {
+    other.prepare('begin immediate').run();
+    const started = Date.now();
+    const failed = immediateTransaction(database.db, async (trx) => {
+      await sql`insert into audit_values (value) values ('x')`.execute(trx);
+    }, { timeoutMs: 150 });
+    await expect(failed).rejects.toMatchObject({ code: 'SQLITE_BUSY' });
+    expect(Date.now() - started).toBeGreaterThanOrEqual(150);
+    other.prepare('rollback').run();
+    expect(database.sqlite.prepare('select count(*) as n from audit_values').get()).toEqual({ n: 0 });
+    expect(database.sqlite.inTransaction).toBe(false);
+    expect(busyTimeout()).toBe(BUSY_TIMEOUT_MS);
+  });
+
+  test('work that throws is rolled back and lets the lock go', async () => {
+    await expect(immediateTransaction(database.db, async (trx) => {
+      await sql`insert into audit_values (value) values ('y')`.execute(trx);
+      throw new Error('refused');
+    })).rejects.toThrow('refused');
+    expect(database.sqlite.inTransaction).toBe(false);
+    expect(database.sqlite.prepare('select count(*) as n from audit_values').get()).toEqual({ n: 0 });
+    // the other connection can write at once
+    other.pragma('busy_timeout = 0');
+    other.prepare("insert into audit_values (value) values ('z')").run();
+  });
+
+  test('the other queries of the worker run while a batch waits for the lock', async () => {
+    other.prepare('begin immediate').run();
+    const written = recordOutcome(database.db, decision(2));
+    await sleep(30);
+    // a read through kysely is not queued behind the waiting batch
+    const read = await Promise.race([database.db.selectFrom('users').select('sub').execute().then(() => 'read'), sleep(1000).then(() => 'stuck')]);
+    expect(read).toBe('read');
+    other.prepare('commit').run();
+    await written;
+    expect(auditRows()).toBe(1);
+  });
+});
