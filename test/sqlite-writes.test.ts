@@ -4,12 +4,13 @@
  * checkpoints run on a thread of their own. Real files in a temp dir, a second connection standing in for
  * another worker.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import SQLite from 'better-sqlite3';
 import { sql } from 'kysely';
 import { recordOutcome, type DecisionRecord } from '../src/audit/index.ts';
+import { BACKSTOP_PAGES, INTERVAL_MS, startCheckpointer } from '../src/db/checkpointer.ts';
 import { immediateTransaction } from '../src/db/immediate.ts';
 import { auditFileOf, BUSY_TIMEOUT_MS, migrateToLatest, openDatabase, type SqliteDatabase } from '../src/db/index.ts';
 import { sqliteOnly } from './helpers/database.ts';
@@ -99,5 +100,34 @@ sqliteOnly('the write lock, waited for without stopping the event loop', () => {
     other.prepare('commit').run();
     await written;
     expect(auditRows()).toBe(1);
+  });
+});
+
+sqliteOnly('WAL checkpoints on their own thread', () => {
+  const pages = () => statSync(database.location).size / 4096;
+
+  test('the serving connection only checkpoints as a backstop; the thread copies the WAL into the file', async () => {
+    expect(database.sqlite.pragma('wal_autocheckpoint', { simple: true })).toBe(BACKSTOP_PAGES);
+    database.sqlite.exec('create table scratch (x text)');
+    const before = pages();
+    const insert = database.sqlite.prepare('insert into scratch (x) values (?)');
+    // about 500 pages: far below the backstop, so only the thread can have put them in the file
+    for (let i = 0; i < 500; i++) insert.run('x'.repeat(4000));
+    expect(pages()).toBeLessThan(before + 100);
+    const deadline = Date.now() + 20 * INTERVAL_MS;
+    while (pages() < before + 500 && Date.now() < deadline) await sleep(INTERVAL_MS / 4);
+    expect(pages()).toBeGreaterThanOrEqual(before + 500);
+  });
+
+  test('a thread that cannot run gives the connection its own checkpoints back', async () => {
+    const sqlite = new SQLite(join(dir, 'alone.db'));
+    sqlite.pragma('journal_mode = WAL');
+    const checkpointer = startCheckpointer(sqlite, [{ schema: 'main', path: join(dir, 'no-such-dir', 'x.db') }]);
+    expect(sqlite.pragma('wal_autocheckpoint', { simple: true })).toBe(BACKSTOP_PAGES);
+    const deadline = Date.now() + 5000;
+    while (sqlite.pragma('wal_autocheckpoint', { simple: true }) !== 1000 && Date.now() < deadline) await sleep(20);
+    expect(sqlite.pragma('wal_autocheckpoint', { simple: true })).toBe(1000);
+    await checkpointer.stop();
+    sqlite.close();
   });
 });

@@ -6,6 +6,7 @@ import pg from 'pg';
 import { Migrator, type Migration, type MigrationProvider } from 'kysely/migration';
 import { migrations } from '../../migrations/index.ts';
 import type { Schema } from './schema.ts';
+import { startCheckpointer } from './checkpointer.ts';
 import { STATEMENT_NAMES } from './prepared.ts';
 
 export type { Schema } from './schema.ts';
@@ -112,12 +113,15 @@ function openSqlite(path: string): SqliteDatabase {
   const cached = withStatementCache(sqlite);
   const db = new Kysely<Schema>({ dialect: new SqliteDialect({ database: cached }) });
   handles.set(db, cached);
+  const checkpointer = path === ':memory:' ? undefined
+    : startCheckpointer(sqlite, [{ schema: 'main', path }, { schema: AUDIT_SCHEMA, path: auditFileOf(path) }]);
   return {
     db,
     dialect: 'sqlite',
     location: path,
     sqlite,
     async close() {
+      await checkpointer?.stop();
       await db.destroy();
     },
   };
