@@ -1,5 +1,5 @@
 import type SQLite from 'better-sqlite3';
-import { BUSY_TIMEOUT_MS, sqliteHandleOf, type DB } from './index.ts';
+import { sqliteHandleOf, type DB } from './index.ts';
 
 /**
  * A write transaction on SQLite that waits for the write lock without stopping the event loop.
@@ -12,7 +12,7 @@ import { BUSY_TIMEOUT_MS, sqliteHandleOf, type DB } from './index.ts';
  *
  * Here the lock is taken with `BEGIN IMMEDIATE` under a busy timeout of zero: taken at once, or refused at once.
  * Refused, the worker goes on serving and asks again after a pause (a turn of the event loop, then 1, 2, 4 ... ms,
- * at most MAX_PAUSE_MS), for as long as the connection's own busy timeout would have waited, then fails with
+ * at most MAX_PAUSE_MS), for as long as the connection's busy timeout (`busy_timeout`) would have waited, then fails with
  * SQLite's own SQLITE_BUSY error, as the blocking wait would have. Held, the lock is never held across a pause: `work` runs
  * on the connection kysely uses, pinned for it, and the transaction is committed or rolled back before the
  * connection is let go. Elsewhere (PostgreSQL; a kysely instance idjag did not open) it is a plain transaction.
@@ -20,12 +20,13 @@ import { BUSY_TIMEOUT_MS, sqliteHandleOf, type DB } from './index.ts';
 export async function immediateTransaction<T>(db: DB, work: (trx: DB) => Promise<T>, o: { timeoutMs?: number } = {}): Promise<T> {
   const sqlite = sqliteHandleOf(db);
   if (!sqlite) return db.transaction().execute(work);
-  const deadline = Date.now() + (o.timeoutMs ?? BUSY_TIMEOUT_MS);
+  let deadline: number | undefined;
   for (let attempt = 0; ; attempt++) {
     const outcome = await db.connection().execute(async (conn) => {
       const busy = beginImmediate(sqlite);
+      deadline ??= Date.now() + (o.timeoutMs ?? busy?.waitMs ?? 0);
       if (busy) {
-        if (Date.now() >= deadline) throw busy;
+        if (Date.now() >= deadline) throw busy.error;
         return BUSY;
       }
       try {
@@ -55,19 +56,20 @@ const pause = (attempt: number) => new Promise<void>((resolve) => {
 });
 
 /**
- * BEGIN IMMEDIATE with no wait: undefined once the write lock is held, SQLite's SQLITE_BUSY error if another
- * connection holds it. The busy timeout goes back before anything else can use the connection (all of this is
- * synchronous).
+ * BEGIN IMMEDIATE with no wait: undefined once the write lock is held; if another connection holds it, SQLite's
+ * SQLITE_BUSY error and how long the connection's busy timeout would have waited. The timeout goes back before
+ * anything else can use the connection (all of this is synchronous).
  */
-function beginImmediate(sqlite: SQLite.Database): Error | undefined {
+function beginImmediate(sqlite: SQLite.Database): { error: Error; waitMs: number } | undefined {
+  const waitMs = (sqlite.prepare('pragma busy_timeout').get() as { timeout: number }).timeout;
   sqlite.prepare('pragma busy_timeout = 0').get();
   try {
     sqlite.prepare('begin immediate').run();
     return undefined;
   } catch (err) {
-    if ((err as { code?: unknown }).code === 'SQLITE_BUSY') return err as Error;
+    if ((err as { code?: unknown }).code === 'SQLITE_BUSY') return { error: err as Error, waitMs };
     throw err;
   } finally {
-    sqlite.prepare(`pragma busy_timeout = ${BUSY_TIMEOUT_MS}`).get();
+    sqlite.prepare(`pragma busy_timeout = ${Number(waitMs)}`).get();
   }
 }
