@@ -1,9 +1,11 @@
 import { setTimeout as sleep } from 'node:timers/promises';
+import SQLite from 'better-sqlite3';
 import { loadConfig } from '../src/config/index.ts';
 import { purgeExpiredRateLimits } from '../src/throttle/index.ts';
 import { ADMIN_CLI } from './helpers/admin.ts';
 import { Browser, csrfFrom, DEMO_AGENT, pkce, REDIRECT_URI, tokenRequest } from './helpers/browser.ts';
 import { exchange } from './helpers/exchange.ts';
+import { onPostgres } from './helpers/database.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
 import { decodeChecks } from '../src/audit/codec.ts';
 
@@ -246,6 +248,44 @@ describe('token exchange rate limit per client and user', () => {
     const t = Date.now();
     expect(b.peek('k', t).msLeft).toBe(a.peek('k', t).msLeft);
     expect(Number(row.expire) - t).toBe(a.peek('k', t).msLeft);
+  });
+
+  test('a sync of more keys than one statement takes writes every key, and each learns its total', async () => {
+    const { SharedWindow, syncWindows } = await import('../src/throttle/window.ts');
+    const { db } = idjag.database;
+    const prefix = `many-${Date.now()}`;
+    const w = new SharedWindow({ prefix, limit: 10, duration: 60 });
+    for (let k = 0; k < 250; k++) for (let i = 0; i <= k % 3; i++) w.take(`u${k}`);
+    await syncWindows(db, [w]);
+    const rows = await db.selectFrom('rate_limits').select(['key', 'points']).where('key', 'like', `${prefix}:%`).execute();
+    expect(rows).toHaveLength(250);
+    for (const r of rows) expect(Number(r.points)).toBe(Number(r.key.slice(prefix.length + 2)) % 3 + 1);
+    w.take('u0');
+    await syncWindows(db, [w]);
+    expect(w.peek('u0').count).toBe(2);
+  });
+
+  (onPostgres ? test.skip : test)('on SQLite, a sync waits for another process\'s write lock without stopping the event loop', async () => {
+    const { SharedWindow, syncWindows } = await import('../src/throttle/window.ts');
+    const other = new SQLite(idjag.database.location);
+    try {
+      const prefix = `locked-${Date.now()}`;
+      const w = new SharedWindow({ prefix, limit: 10, duration: 60 });
+      w.take('k');
+      other.prepare('begin immediate').run();
+      let ticks = 0;
+      const ticker = setInterval(() => ticks++, 5);
+      const synced = syncWindows(idjag.database.db, [w]);
+      await sleep(100);
+      expect(ticks).toBeGreaterThanOrEqual(8);
+      other.prepare('commit').run();
+      await synced;
+      clearInterval(ticker);
+      const row = await idjag.database.db.selectFrom('rate_limits').select('points').where('key', '=', `${prefix}:k`).executeTakeFirst();
+      expect(Number(row?.points)).toBe(1);
+    } finally {
+      other.close();
+    }
   });
 });
 
