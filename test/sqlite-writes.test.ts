@@ -7,6 +7,8 @@
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createRequire } from 'node:module';
+import { Worker } from 'node:worker_threads';
 import SQLite from 'better-sqlite3';
 import { sql } from 'kysely';
 import { recordOutcome, type DecisionRecord } from '../src/audit/index.ts';
@@ -15,6 +17,7 @@ import { immediateTransaction } from '../src/db/immediate.ts';
 import { auditFileOf, BUSY_TIMEOUT_MS, migrateToLatest, openDatabase, type SqliteDatabase } from '../src/db/index.ts';
 import { sqliteOnly } from './helpers/database.ts';
 
+const require = createRequire(import.meta.url);
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 let dir: string;
@@ -117,6 +120,51 @@ sqliteOnly('WAL checkpoints on their own thread', () => {
     const deadline = Date.now() + 20 * INTERVAL_MS;
     while (pages() < before + 500 && Date.now() < deadline) await sleep(INTERVAL_MS / 4);
     expect(pages()).toBeGreaterThanOrEqual(before + 500);
+  });
+
+  test('under steady writes, the WAL starts over once it holds RESTART_PAGES (it grows without end otherwise)', async () => {
+    // A thread that commits batch after batch (another worker under load), for a second and a half.
+    const writeFlat = async (file: string): Promise<{ walPages: number; written: number }> => {
+      const writer = new Worker(`
+        const { workerData, parentPort } = require('node:worker_threads');
+        const SQLite = require(workerData.module);
+        const db = new SQLite(workerData.file);
+        db.pragma('busy_timeout = 5000');
+        // as a serving connection does, leaving checkpoints to the thread
+        db.pragma('wal_autocheckpoint = 0');
+        const insert = db.prepare('insert into scratch (x) values (?)');
+        const batch = db.transaction(() => { for (let i = 0; i < 5; i++) insert.run('x'.repeat(3000)); });
+        const pause = new Int32Array(new SharedArrayBuffer(4));
+        const until = Date.now() + 1500;
+        let written = 0;
+        // a batch, then a millisecond to itself: a worker's audit commits come so
+        while (Date.now() < until) { batch(); written += 5; Atomics.wait(pause, 0, 0, 1); }
+        db.close();
+        parentPort.postMessage(written);
+      `, { eval: true, workerData: { file, module: require.resolve('better-sqlite3') } });
+      const written = await new Promise<number>((resolve, reject) => writer.once('message', resolve).once('error', reject));
+      return { walPages: statSync(`${file}-wal`).size / 4096, written };
+    };
+    const runWith = async (name: string, restartPages: number) => {
+      const file = join(dir, `${name}.db`);
+      const sqlite = new SQLite(file);
+      sqlite.pragma('journal_mode = WAL');
+      sqlite.exec('create table scratch (x text)');
+      const checkpointer = startCheckpointer(sqlite, [{ schema: 'main', path: file }], { intervalMs: 50, restartPages });
+      try {
+        return await writeFlat(file);
+      } finally {
+        await checkpointer.stop();
+        sqlite.close();
+      }
+    };
+    const restarting = await runWith('restarting', 200);
+    const passiveOnly = await runWith('passive-only', Number.MAX_SAFE_INTEGER);
+    // each row takes about a page: thousands of pages were written each time
+    expect(restarting.written).toBeGreaterThan(1500);
+    expect(passiveOnly.written).toBeGreaterThan(1500);
+    expect(passiveOnly.walPages).toBeGreaterThan(Math.min(passiveOnly.written, restarting.written) / 2);
+    expect(restarting.walPages).toBeLessThan(Math.min(passiveOnly.written, restarting.written) / 4);
   });
 
   test('a thread that cannot run gives the connection its own checkpoints back', async () => {
