@@ -73,3 +73,11 @@ function beginImmediate(sqlite: SQLite.Database): { error: Error; waitMs: number
     sqlite.prepare(`pragma busy_timeout = ${Number(waitMs)}`).get();
   }
 }
+
+/**
+ * A write of the serving path: on SQLite in an immediateTransaction, so its lock is waited for off the event
+ * loop; on PostgreSQL `work(db)` as it is (there a wait is on the network, never on the event loop).
+ */
+export function writeWithoutBlocking<T>(db: DB, work: (via: DB) => Promise<T>): Promise<T> {
+  return sqliteHandleOf(db) ? immediateTransaction(db, work) : work(db);
+}

@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
-import { immediateTransaction } from '../db/immediate.ts';
-import { onPostgres, type DB } from '../db/index.ts';
+import { writeWithoutBlocking } from '../db/immediate.ts';
+import type { DB } from '../db/index.ts';
 
 /**
  * Counters for the hot limits (token requests, failed client authentications), counted in memory and
@@ -126,12 +126,11 @@ const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
  */
 export async function syncWindows(db: DB, windows: readonly SharedWindow[], now = Date.now()): Promise<void> {
   const drained = windows.flatMap((w) => w.drain(now));
-  const write = onPostgres(db) ? <T>(work: (via: DB) => Promise<T>) => work(db) : <T>(work: (via: DB) => Promise<T>) => immediateTransaction(db, work);
   for (let i = 0; i < drained.length; i += BATCH) {
     const batch = drained.slice(i, i + BATCH);
     if (i > 0) await turn();
     try {
-      const rows = await write((via) => via.insertInto('rate_limits')
+      const rows = await writeWithoutBlocking(db, (via) => via.insertInto('rate_limits')
         .values(batch.map(({ key, points, expire }) => ({ key, points, expire })))
         .onConflict((oc) => oc.column('key').doUpdateSet({
           points: sql<number>`case when ${sql.ref('rate_limits.expire')} <= ${now} then ${sql.ref('excluded.points')} else ${sql.ref('rate_limits.points')} + ${sql.ref('excluded.points')} end`,
