@@ -42,11 +42,13 @@ export interface Checkpointer {
 /**
  * Starts the thread for a SQLite connection whose databases (`main` and the attached ones in `files`) live in
  * those files, and turns the connection's own checkpoints into a backstop. If the thread fails, the connection
- * goes back to checkpointing as SQLite does by default.
+ * goes back to checkpointing as SQLite does by default (the thread fails only if it cannot open the files).
  */
 export function startCheckpointer(sqlite: SQLite.Database, files: { schema: string; path: string }[],
   o: { intervalMs?: number; restartPages?: number } = {}): Checkpointer {
-  const job: Job = { idjagCheckpointer: true, files, intervalMs: o.intervalMs ?? INTERVAL_MS, restartPages: o.restartPages ?? RESTART_PAGES };
+  const job: Job = {
+    idjagCheckpointer: true, files, intervalMs: o.intervalMs ?? INTERVAL_MS, restartPages: o.restartPages ?? RESTART_PAGES,
+  };
   const worker = new Worker(fileURLToPath(import.meta.url), { workerData: job });
   // it must not keep a process alive that has nothing else to do
   worker.unref();
@@ -68,7 +70,7 @@ export function startCheckpointer(sqlite: SQLite.Database, files: { schema: stri
   };
 }
 
-/** The thread: one connection, a PASSIVE checkpoint of each file in turn, until told to stop. */
+/** The thread: one connection, a checkpoint of each file in turn every interval, until told to stop. */
 function runCheckpoints(job: Job): void {
   const sqlite = new SQLite(job.files[0]!.path);
   for (const { schema, path } of job.files.slice(1)) sqlite.prepare(`attach database ? as ${schema}`).run(path);
@@ -76,13 +78,21 @@ function runCheckpoints(job: Job): void {
   const checkpoints = job.files.map(({ schema }) => {
     // the syncs a checkpoint makes, as the serving connections would have made them
     sqlite.pragma(`${schema}.synchronous = NORMAL`);
-    return { passive: sqlite.prepare(`pragma ${schema}.wal_checkpoint(PASSIVE)`), restart: sqlite.prepare(`pragma ${schema}.wal_checkpoint(RESTART)`) };
+    return {
+      passive: sqlite.prepare(`pragma ${schema}.wal_checkpoint(PASSIVE)`),
+      restart: sqlite.prepare(`pragma ${schema}.wal_checkpoint(RESTART)`),
+    };
   });
   const checkpointAll = () => {
     for (const c of checkpoints) {
-      // `log`: the pages the WAL holds now, since it last started over
-      const { log } = c.passive.get() as { busy: number; log: number; checkpointed: number };
-      if (log >= job.restartPages) c.restart.get();
+      try {
+        // `log`: the pages the WAL holds now, since it last started over
+        const { log } = c.passive.get() as { busy: number; log: number; checkpointed: number };
+        if (log >= job.restartPages) c.restart.get();
+      } catch {
+        // an I/O error (a full disk, say) fails this turn, not the thread: the next turn tries again, and the
+        // serving connections' own statements report the fault where it matters
+      }
     }
   };
   const timer = setInterval(checkpointAll, job.intervalMs);

@@ -11,10 +11,10 @@ import { sqliteHandleOf, type DB } from './index.ts';
  * worker found the other's lock taken about 150 times in ten seconds and slept 1-18 ms each time.
  *
  * Here the lock is taken with `BEGIN IMMEDIATE` under a busy timeout of zero: taken at once, or refused at once.
- * Refused, the worker goes on serving and asks again after a pause (a turn of the event loop, then 1, 2, 4 ... ms,
- * at most MAX_PAUSE_MS), for as long as the connection's busy timeout (`busy_timeout`) would have waited, then fails with
- * SQLite's own SQLITE_BUSY error, as the blocking wait would have. Held, the lock is never held across a pause: `work` runs
- * on the connection kysely uses, pinned for it, and the transaction is committed or rolled back before the
+ * Refused, the worker goes on serving and asks again after a pause (a turn of the event loop, then 1, 2, 4 ...
+ * ms, at most MAX_PAUSE_MS), for as long as the connection's `busy_timeout` would have waited, then fails with
+ * SQLite's own SQLITE_BUSY error, as the blocking wait would have. The lock is never kept across a pause: `work`
+ * runs on the connection kysely uses, pinned for it, and the transaction is committed or rolled back before the
  * connection is let go. Elsewhere (PostgreSQL; a kysely instance idjag did not open) it is a plain transaction.
  */
 export async function immediateTransaction<T>(db: DB, work: (trx: DB) => Promise<T>, o: { timeoutMs?: number } = {}): Promise<T> {
