@@ -72,7 +72,7 @@ test('the banner says how many workers serve; consecutive connections reach both
   expect(servedBy('/healthz').size).toBe(2);
 });
 
-test('the workers run with a young generation of their own size (short GC pauses), the primary\'s flags kept', async () => {
+test('the workers run with a young generation of their own size (short GC pauses)', async () => {
   if (process.platform !== 'linux') return;
   for (let i = 0; i < 10; i++) expect(await onNewConnection('/healthz')).toBe(200);
   const pids = [...servedBy('/healthz')];

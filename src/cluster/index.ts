@@ -118,7 +118,7 @@ export interface PrimaryOptions {
  * Each worker's young generation, in MiB per semi-space. V8 sizes it by the machine's memory and grows it under
  * load (to 128 MiB of new space on a 24 GiB machine), and a scavenge stops the worker for as long as copying what
  * survives takes: under load 10-30 ms, during which every request in flight on that worker waits. At 16 MiB
- * the pauses are about 4 ms, the time spent in GC overall the same (measured with the benchmark's exchange at
+ * the pauses are about 4 ms, the time spent in GC overall within 10% of the default's (measured with the benchmark's exchange at
  * 32 connections: p99 ÷ p50 from 3.4-3.9 down to 2.8-3.0). A `--max-semi-space-size` given to node (on its
  * command line or in NODE_OPTIONS) wins.
  */
